@@ -1,0 +1,89 @@
+// buildApp: the whole HTTP API as a Fastify instance that never listens (server.ts does; tests inject).
+import { randomBytes } from 'node:crypto'
+import multipart from '@fastify/multipart'
+import swagger from '@fastify/swagger'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import sjson from 'secure-json-parse'
+import type { AppContext } from './context.js'
+import { errors, InvalidJsonError } from './errors.js'
+import { installAuth } from './http/auth.js'
+import { installErrorHandlers } from './http/error-handler.js'
+import { schemaCompiler } from './http/validation.js'
+import { filesRoutes } from './files/files.routes.js'
+import { jobsRoutes } from './fine-tuning/jobs.routes.js'
+import { modelsRoutes } from './models/models.routes.js'
+
+export interface BuildOptions {
+  logger?: FastifyServerOptions['logger']
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/
+
+export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? { level: ctx.config.logLevel },
+    disableRequestLogging: true, // one line per request, written in onResponse below
+    bodyLimit: ctx.config.maxJsonBodyBytes,
+    routerOptions: { maxParamLength: 20_000 }, // long ids reach the handler and get the same 404 as any unknown id
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomBytes(12).toString('hex')}`
+    },
+    ajv: { customOptions: { strict: false } },
+  })
+  app.setValidatorCompiler(schemaCompiler)
+  installErrorHandlers(app)
+  installJsonParser(app)
+
+  app.addHook('onRequest', async (request, reply) => { void reply.header('x-request-id', request.id) })
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info({ method: request.method, url: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request')
+  })
+  installAuth(app, ctx.db)
+  app.addHook('onRequest', async (request) => {
+    if (request.method !== 'POST' || !hasBody(request.headers)) return
+    const type = request.headers['content-type'] ?? ''
+    const wanted = request.url.startsWith('/v1/files') ? 'multipart/form-data' : 'application/json'
+    if (!type.toLowerCase().startsWith(wanted)) throw errors.unsupportedMediaType(type, wanted)
+  })
+
+  await app.register(multipart, {
+    limits: { fileSize: ctx.config.maxUploadBytes, files: 1, fields: 16, fieldSize: 64 * 1024, parts: 32 },
+    throwFileSizeLimit: true,
+  })
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'opentune', description: 'Nebius/OpenAI-compatible fine-tuning API', version: '0.1.0' },
+      components: { securitySchemes: { HTTPBearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ HTTPBearer: [] }],
+    },
+  })
+
+  app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }))
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  await app.register(filesRoutes, { ctx })
+  await app.register(jobsRoutes, { ctx })
+  await app.register(modelsRoutes, { ctx })
+  return app
+}
+
+function hasBody (headers: Record<string, unknown>): boolean {
+  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0
+}
+
+// An empty JSON body (POST …/cancel from some clients) is no body at all, as FastAPI treats it.
+// Parse errors keep JSON.parse's message, which names the position (the 422 `loc`).
+function installJsonParser (app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = body.toString()
+    if (text.trim() === '') { done(null, undefined); return }
+    try {
+      done(null, sjson.parse(text, { protoAction: 'error', constructorAction: 'ignore' }))
+    } catch (err) {
+      done(new InvalidJsonError((err as Error).message), undefined)
+    }
+  })
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// opentune — the command line: `serve` runs the service; `keys` manages projects and API keys.
+//   opentune serve
+//   opentune keys create --project <name>     (prints the new key as the last line)
+//   opentune keys list
+//   opentune keys revoke <prefix>
+//   opentune migrate
+import { parseArgs } from 'node:util'
+import { loadConfig } from './config.js'
+import { openStore } from './db/connect.js'
+import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
+import { closeOnSignals, startService } from './server.js'
+
+const USAGE = `usage:
+  opentune serve                           run the API (and training) service
+  opentune keys create --project <name>    create a project if needed and print a new API key
+  opentune keys list                       list keys (prefixes only)
+  opentune keys revoke <prefix>            revoke keys starting with <prefix>
+  opentune migrate                         create or update the database schema`
+
+const PROJECT_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
+
+async function main (argv: string[]): Promise<number> {
+  const [command, sub, ...rest] = argv
+  const config = loadConfig()
+  switch (command) {
+    case 'serve': {
+      const service = await startService(config)
+      closeOnSignals(service)
+      return -1 // keep running
+    }
+    case 'migrate': {
+      const store = await openStore(config)
+      await store.close()
+      console.log('database is up to date')
+      return 0
+    }
+    case 'keys':
+      return await keysCommand(config, sub, rest)
+    default:
+      console.error(USAGE)
+      return command === undefined || command === 'help' || command === '--help' ? 0 : 2
+  }
+}
+
+async function keysCommand (config: ReturnType<typeof loadConfig>, sub: string | undefined, rest: string[]): Promise<number> {
+  const store = await openStore(config)
+  try {
+    if (sub === 'create') {
+      const { values } = parseArgs({ args: rest, options: { project: { type: 'string', default: 'default' } } })
+      const name = values.project ?? 'default'
+      if (!PROJECT_NAME.test(name)) {
+        console.error('project names are 1-64 characters: letters, digits, "_", "-", "." (starting with a letter or digit)')
+        return 2
+      }
+      const project = await ensureProject(store.db, name)
+      const { key, info } = await createKey(store.db, project.id)
+      console.log(`project ${project.name} (${project.id}), key ${info.prefix}…`)
+      console.log(key)
+      return 0
+    }
+    if (sub === 'list') {
+      for (const k of await listKeys(store.db)) {
+        console.log(`${k.prefix}…  project=${k.projectName}  created=${new Date(k.createdAt * 1000).toISOString()}${k.revokedAt ? '  REVOKED' : ''}`)
+      }
+      return 0
+    }
+    if (sub === 'revoke' && rest[0]) {
+      const n = await revokeKeys(store.db, rest[0])
+      console.log(`revoked ${n} key${n === 1 ? '' : 's'}`)
+      return n > 0 ? 0 : 1
+    }
+    console.error(USAGE)
+    return 2
+  } finally {
+    await store.close()
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { if (code >= 0) process.exitCode = code },
+  (err: unknown) => { console.error(err instanceof Error ? err.message : err); process.exitCode = 1 }
+)

@@ -1,0 +1,95 @@
+// Table interfaces: the one schema both dialects share. Columns are snake_case; JSON is stored as
+// text so SQLite and PostgreSQL read it back the same way.
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
+
+export interface ProjectTable {
+  id: string
+  name: string
+  created_at: number
+}
+
+export interface ApiKeyTable {
+  id: string
+  project_id: string
+  prefix: string // first characters of the key, shown in `keys list`, used to find the row
+  hash: string // sha256 hex of the whole key; the key itself is never stored
+  created_at: number
+  revoked_at: number | null
+}
+
+export interface FileTable {
+  seq: Generated<number> // insertion order: pagination and ordering key
+  id: string
+  project_id: string
+  filename: string
+  purpose: string
+  bytes: number
+  created_at: number
+  status: string
+  status_details: string | null
+}
+
+export interface JobTable {
+  seq: Generated<number>
+  id: string
+  project_id: string
+  model: string
+  status: string
+  training_file: string
+  validation_file: string | null
+  hyperparameters: string // JSON, fully resolved
+  method: string | null // JSON as requested (type + resolved hyperparameters)
+  integrations: string | null // JSON as requested, secrets included; never sent back
+  seed: number
+  suffix: string | null
+  tags: string | null // JSON
+  extra_body: string | null // JSON
+  extra_fields: string | null // JSON: unknown top-level request keys, echoed back
+  created_at: number
+  finished_at: number | null
+  error: string | null // JSON {code, message, param}
+  result_files: string // JSON string[]
+  trained_tokens: number | null
+  trained_steps: number | null
+  total_steps: number | null
+  estimated_finish: number | null
+  fine_tuned_model: string | null
+}
+
+export interface EventTable {
+  seq: Generated<number>
+  id: string
+  job_id: string
+  created_at: number
+  level: string
+  message: string
+  type: string
+  data: string | null // JSON
+}
+
+export interface CheckpointTable {
+  seq: Generated<number>
+  id: string
+  job_id: string
+  created_at: number
+  step_number: number
+  fine_tuned_model_checkpoint: string
+  metrics: string // JSON, the seven keys
+  result_files: string // JSON string[]
+}
+
+export interface Database {
+  projects: ProjectTable
+  api_keys: ApiKeyTable
+  files: FileTable
+  fine_tuning_jobs: JobTable
+  job_events: EventTable
+  checkpoints: CheckpointTable
+}
+
+export type FileRow = Selectable<FileTable>
+export type JobRow = Selectable<JobTable>
+export type EventRow = Selectable<EventTable>
+export type CheckpointRow = Selectable<CheckpointTable>
+export type NewJob = Insertable<JobTable>
+export type Json<T> = ColumnType<T, string, string>

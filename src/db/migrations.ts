@@ -1,0 +1,111 @@
+// Migrations in code, run at start (Kysely's Migrator takes a lock, so concurrent starts are safe).
+// Only the autoincrement ordering column differs between dialects.
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely'
+import type { Dialect } from './connect.js'
+
+type Db = Kysely<any> // migrations see the schema as it was then, not today's Database
+
+function seqColumn (dialect: Dialect) {
+  return dialect === 'postgres'
+    ? { type: sql`bigserial`, build: (c: any) => c.primaryKey() }
+    : { type: sql`integer`, build: (c: any) => c.primaryKey().autoIncrement() }
+}
+
+function initial (dialect: Dialect): Migration {
+  const seq = seqColumn(dialect)
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.createTable('projects')
+        .addColumn('id', 'text', c => c.primaryKey())
+        .addColumn('name', 'text', c => c.notNull().unique())
+        .addColumn('created_at', bigint, c => c.notNull())
+        .execute()
+      await db.schema.createTable('api_keys')
+        .addColumn('id', 'text', c => c.primaryKey())
+        .addColumn('project_id', 'text', c => c.notNull().references('projects.id'))
+        .addColumn('prefix', 'text', c => c.notNull())
+        .addColumn('hash', 'text', c => c.notNull().unique())
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('revoked_at', bigint)
+        .execute()
+      await db.schema.createIndex('api_keys_prefix').on('api_keys').column('prefix').execute()
+      await db.schema.createTable('files')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('project_id', 'text', c => c.notNull().references('projects.id'))
+        .addColumn('filename', 'text', c => c.notNull())
+        .addColumn('purpose', 'text', c => c.notNull())
+        .addColumn('bytes', bigint, c => c.notNull())
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('status', 'text', c => c.notNull())
+        .addColumn('status_details', 'text')
+        .execute()
+      await db.schema.createIndex('files_project').on('files').columns(['project_id', 'seq']).execute()
+      await db.schema.createTable('fine_tuning_jobs')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('project_id', 'text', c => c.notNull().references('projects.id'))
+        .addColumn('model', 'text', c => c.notNull())
+        .addColumn('status', 'text', c => c.notNull())
+        .addColumn('training_file', 'text', c => c.notNull())
+        .addColumn('validation_file', 'text')
+        .addColumn('hyperparameters', 'text', c => c.notNull())
+        .addColumn('method', 'text')
+        .addColumn('integrations', 'text')
+        .addColumn('seed', bigint, c => c.notNull())
+        .addColumn('suffix', 'text')
+        .addColumn('tags', 'text')
+        .addColumn('extra_body', 'text')
+        .addColumn('extra_fields', 'text')
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('finished_at', bigint)
+        .addColumn('error', 'text')
+        .addColumn('result_files', 'text', c => c.notNull())
+        .addColumn('trained_tokens', bigint)
+        .addColumn('trained_steps', bigint)
+        .addColumn('total_steps', bigint)
+        .addColumn('estimated_finish', bigint)
+        .addColumn('fine_tuned_model', 'text')
+        .execute()
+      await db.schema.createIndex('jobs_project').on('fine_tuning_jobs').columns(['project_id', 'seq']).execute()
+      await db.schema.createIndex('jobs_status').on('fine_tuning_jobs').columns(['status', 'seq']).execute()
+      await db.schema.createTable('job_events')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('job_id', 'text', c => c.notNull().references('fine_tuning_jobs.id'))
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('level', 'text', c => c.notNull())
+        .addColumn('message', 'text', c => c.notNull())
+        .addColumn('type', 'text', c => c.notNull())
+        .addColumn('data', 'text')
+        .execute()
+      await db.schema.createIndex('events_job').on('job_events').columns(['job_id', 'seq']).execute()
+      await db.schema.createTable('checkpoints')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('job_id', 'text', c => c.notNull().references('fine_tuning_jobs.id'))
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('step_number', bigint, c => c.notNull())
+        .addColumn('fine_tuned_model_checkpoint', 'text', c => c.notNull())
+        .addColumn('metrics', 'text', c => c.notNull())
+        .addColumn('result_files', 'text', c => c.notNull())
+        .execute()
+      // One checkpoint per (job, step): a resumed trainer that reports a step again cannot duplicate it.
+      await db.schema.createIndex('checkpoints_job_step').on('checkpoints').columns(['job_id', 'step_number'])
+        .unique().execute()
+    },
+  }
+}
+
+export function migrationsFor (dialect: Dialect): Record<string, Migration> {
+  return { '0001_initial': initial(dialect) }
+}
+
+export async function migrateToLatest (db: Kysely<any>, dialect: Dialect, schema: string | null): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(dialect) }
+  const migrator = new Migrator({ db, provider, ...(schema ? { migrationTableSchema: schema } : {}) })
+  const { error, results } = await migrator.migrateToLatest()
+  const failed = results?.find(r => r.status === 'Error')
+  if (error) throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${String(error)}`, { cause: error })
+}

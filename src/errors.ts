@@ -1,0 +1,117 @@
+// One catalogue of every error the API can answer with (docs/errors.md lists them).
+// Bodies carry both shapes (DESIGN §1): FastAPI's `detail` for Nebius clients and OpenAI's
+// `error` object, which the openai SDKs read for `message`, `type`, `param` and `code`.
+
+export interface ValidationIssue {
+  loc: Array<string | number>
+  msg: string
+  type: string
+  input?: unknown
+  ctx?: Record<string, unknown>
+}
+
+export interface ErrorBody {
+  detail: string | ValidationIssue[]
+  error: { message: string, type: string, param: string | null, code: string | null }
+}
+
+export class ApiError extends Error {
+  constructor (
+    readonly status: number,
+    readonly type: string,
+    readonly code: string,
+    message: string,
+    readonly param: string | null = null,
+    readonly issues: ValidationIssue[] | null = null
+  ) {
+    super(message)
+    this.name = 'ApiError'
+  }
+
+  toBody (): ErrorBody {
+    return {
+      detail: this.issues ?? this.message,
+      error: { message: this.message, type: this.type, param: this.param, code: this.code },
+    }
+  }
+}
+
+const INVALID = 'invalid_request_error'
+// Long ids (a 10,000-character path segment) are cut in messages; the status says enough.
+const shown = (id: string) => (id.length > 80 ? `${id.slice(0, 80)}…` : id)
+
+export const errors = {
+  missingApiKey: () => new ApiError(401, INVALID, 'missing_api_key',
+    'You did not provide an API key. Send it as "Authorization: Bearer <key>".'),
+  invalidApiKey: () => new ApiError(401, INVALID, 'invalid_api_key',
+    'Incorrect or revoked API key provided.'),
+  projectNotFound: (id: string) => new ApiError(404, INVALID, 'project_not_found',
+    `No project found with id '${shown(id)}'.`, 'ai_project_id'),
+  fileNotFound: (id: string) => new ApiError(404, INVALID, 'file_not_found',
+    `No file found with id '${shown(id)}'.`, 'file_id'),
+  jobNotFound: (id: string) => new ApiError(404, INVALID, 'job_not_found',
+    `No fine-tuning job found with id '${shown(id)}'.`, 'job_id'),
+  checkpointNotFound: (id: string) => new ApiError(404, INVALID, 'checkpoint_not_found',
+    `No checkpoint found with id '${shown(id)}'.`, 'checkpoint_id'),
+  modelNotFound: (id: string) => new ApiError(404, INVALID, 'model_not_found',
+    `No model found with id '${shown(id)}'.`, 'model'),
+  routeNotFound: (method: string, url: string) => new ApiError(404, INVALID, 'route_not_found',
+    `No route ${method} ${shown(url)}.`),
+  trainingFileNotFound: (param: 'training_file' | 'validation_file', id: string) => new ApiError(400, INVALID,
+    'file_not_found', `${param} '${shown(id)}' does not exist.`, param),
+  fileWrongPurpose: (param: 'training_file' | 'validation_file', id: string, purpose: string) => new ApiError(400,
+    INVALID, 'invalid_file_purpose',
+    `${param} '${shown(id)}' has purpose '${purpose}'; upload it with purpose 'fine-tune'.`, param),
+  unknownBaseModel: (model: string) => new ApiError(400, INVALID, 'model_not_available',
+    `Model '${shown(model)}' is not available for fine-tuning. GET /v1/models lists the base models.`, 'model'),
+  unsupportedMethod: (type: string) => new ApiError(400, INVALID, 'unsupported_method',
+    `Fine-tuning method '${type}' is not supported by this server; use 'supervised'.`, 'method'),
+  unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',
+    `${param} is not supported: ${why}`, param),
+  jobNotCancellable: (id: string, status: string) => new ApiError(409, INVALID, 'job_not_cancellable',
+    `Fine-tuning job '${shown(id)}' has already ${status}; only unfinished jobs can be cancelled.`, 'job_id'),
+  fileInUse: (id: string, jobId: string) => new ApiError(409, INVALID, 'file_in_use',
+    `File '${shown(id)}' is used by fine-tuning job '${jobId}', which has not finished.`, 'file_id'),
+  fileTooLarge: (limit: number) => new ApiError(413, INVALID, 'file_too_large',
+    `File is larger than the ${limit} bytes this server accepts.`, 'file'),
+  bodyTooLarge: (limit: number) => new ApiError(413, INVALID, 'request_too_large',
+    `Request body is larger than ${limit} bytes.`),
+  unsupportedMediaType: (type: string | undefined, expected: string) => new ApiError(415, INVALID,
+    'unsupported_media_type', `Content-Type '${type ?? ''}' is not supported here; send ${expected}.`),
+  rangeNotSatisfiable: (size: number) => new ApiError(416, INVALID, 'range_not_satisfiable',
+    `Requested range is outside the file (${size} bytes).`),
+  validation: (issues: ValidationIssue[]) => new ApiError(422, INVALID, 'validation_error',
+    issues.map(formatIssue).join('; '), issues[0] ? issueParam(issues[0]) : null, issues),
+  serviceUnavailable: () => new ApiError(503, 'server_error', 'shutting_down',
+    'The server is shutting down; retry shortly.'),
+  internal: (requestId: string) => new ApiError(500, 'server_error', 'internal_error',
+    `The server had an error while processing your request (request id ${requestId}).`),
+}
+
+function issueParam (issue: ValidationIssue): string | null {
+  if (issue.type === 'json_invalid') return null
+  const path = issue.loc.slice(1)
+  return path.length > 0 ? path.join('.') : null
+}
+
+function formatIssue (issue: ValidationIssue): string {
+  return `${issue.loc.join('.')}: ${issue.msg}`
+}
+
+/** A validation failure for one field, worded like FastAPI/pydantic. */
+export function fieldError (loc: Array<string | number>, msg: string, type: string, input?: unknown): ApiError {
+  return errors.validation([{ loc, msg, type, ...(input === undefined ? {} : { input }) }])
+}
+
+/** A request body that is not JSON; reported as FastAPI does (422 json_invalid). */
+export class InvalidJsonError extends Error {
+  toApiError (): ApiError {
+    const position = /position (\d+)/.exec(this.message)
+    return errors.validation([{ loc: ['body', position ? Number(position[1]) : 0], msg: 'JSON decode error', type: 'json_invalid', input: {}, ctx: { error: this.message } }])
+  }
+}
+
+/** Anything thrown that is not ours becomes an Error; graphile-worker's coerceError. */
+export function coerceError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}

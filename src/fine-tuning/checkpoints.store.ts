@@ -1,0 +1,71 @@
+// Checkpoints: one per epoch, listed oldest first (ascending step_number, i.e. insertion order).
+import type { Kysely } from 'kysely'
+import type { CheckpointRow, Database } from '../db/database.js'
+import { toPage, unknownAfter, type Page } from '../db/paging.js'
+import { newCheckpointId, nowSeconds } from '../ids.js'
+import type { FineTuningJobCheckpoint, Metrics } from './jobs.schemas.js'
+
+export const METRIC_KEYS = ['step', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy',
+  'full_valid_loss', 'full_valid_mean_token_accuracy'] as const
+
+export interface NewCheckpoint {
+  id?: string
+  jobId: string
+  stepNumber: number
+  fineTunedModelCheckpoint: string
+  metrics: Partial<Metrics>
+  resultFiles: string[]
+}
+
+/** All seven metric keys are always present; what does not apply is null (DESIGN §1). */
+export function completeMetrics (m: Partial<Metrics>): Metrics {
+  const out: Record<string, number | null> = {}
+  for (const k of METRIC_KEYS) out[k] = typeof m[k] === 'number' && Number.isFinite(m[k]) ? m[k] : null
+  return out as Metrics
+}
+
+export async function insertCheckpoint (db: Kysely<Database>, c: NewCheckpoint): Promise<CheckpointRow> {
+  return await db.insertInto('checkpoints').values({
+    id: c.id ?? newCheckpointId(),
+    job_id: c.jobId,
+    created_at: nowSeconds(),
+    step_number: c.stepNumber,
+    fine_tuned_model_checkpoint: c.fineTunedModelCheckpoint,
+    metrics: JSON.stringify(completeMetrics(c.metrics)),
+    result_files: JSON.stringify(c.resultFiles),
+  }).returningAll().executeTakeFirstOrThrow()
+}
+
+export async function listCheckpoints (db: Kysely<Database>, jobId: string, req: { limit: number, after?: string | undefined }): Promise<Page<CheckpointRow>> {
+  let q = db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId)
+  if (req.after !== undefined) {
+    const after = await db.selectFrom('checkpoints').select('seq').where('id', '=', req.after).where('job_id', '=', jobId).executeTakeFirst()
+    if (!after) throw unknownAfter(req.after)
+    q = q.where('seq', '>', after.seq)
+  }
+  return toPage(await q.orderBy('seq', 'asc').limit(req.limit + 1).execute(), req.limit)
+}
+
+/** The checkpoint, only if it belongs to that job of that project: one query on the hot path. */
+export async function getCheckpoint (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<CheckpointRow | undefined> {
+  return await db.selectFrom('checkpoints')
+    .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
+    .selectAll('checkpoints')
+    .where('checkpoints.id', '=', id)
+    .where('checkpoints.job_id', '=', jobId)
+    .where('fine_tuning_jobs.project_id', '=', projectId)
+    .executeTakeFirst()
+}
+
+export function checkpointRowToApi (row: CheckpointRow): FineTuningJobCheckpoint {
+  return {
+    id: row.id,
+    object: 'fine_tuning.job.checkpoint',
+    created_at: row.created_at,
+    fine_tuned_model_checkpoint: row.fine_tuned_model_checkpoint,
+    fine_tuning_job_id: row.job_id,
+    metrics: JSON.parse(row.metrics) as Metrics,
+    step_number: row.step_number,
+    result_files: JSON.parse(row.result_files) as string[],
+  }
+}

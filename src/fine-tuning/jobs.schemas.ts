@@ -1,0 +1,140 @@
+// Wire shapes of the fine-tuning API, after the Nebius spec (FineTuningRequest, FineTuningJob,
+// FineTuningJobEvent, the two FineTuningJobCheckpoint schemas, the list envelopes).
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { SupervisedHParameters } from './hyperparameters.js'
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+const Open = { additionalProperties: true }
+
+export const JOB_STATUSES = ['validating_files', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const
+export type JobStatus = typeof JOB_STATUSES[number]
+
+// --- requests ---------------------------------------------------------------------------------
+
+const MethodRequest = Type.Object({
+  type: Type.Optional(Type.Union([Type.Literal('supervised'), Type.Literal('spec-draft')])),
+  supervised: Type.Optional(Type.Object({ hyperparameters: Type.Optional(Nullable(SupervisedHParameters)) }, Open)),
+  spec_draft: Type.Optional(Type.Object({}, Open)),
+}, Open)
+
+const IntegrationRequest = Type.Object({
+  type: Type.Optional(Type.String()),
+  wandb: Type.Optional(Type.Object({}, Open)),
+  mlflow: Type.Optional(Type.Object({}, Open)),
+  hf: Type.Optional(Type.Object({}, Open)),
+}, Open)
+
+export const JobCreateBody = Type.Object({
+  model: Type.String({ minLength: 1, maxLength: 512 }),
+  training_file: Type.String({ minLength: 1, maxLength: 512 }),
+  validation_file: Type.Optional(Nullable(Type.String({ maxLength: 512 }))),
+  hyperparameters: Type.Optional(Nullable(SupervisedHParameters)),
+  method: Type.Optional(Nullable(MethodRequest)),
+  integrations: Type.Optional(Nullable(Type.Array(IntegrationRequest, { maxItems: 16 }))),
+  from_checkpoint: Type.Optional(Nullable(Type.Object({}, Open))),
+  seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 2147483647 }))),
+  suffix: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
+  tags: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 64 }))),
+  extra_body: Type.Optional(Nullable(Type.Object({}, Open))),
+}, { ...Open, title: 'FineTuningRequest' })
+export type JobCreateBody = Static<typeof JobCreateBody>
+
+export const JobParams = Type.Object({ job_id: Type.String() })
+export const CheckpointParams = Type.Object({ job_id: Type.String(), checkpoint_id: Type.String() })
+
+const listQuery = (defaultLimit: number) => Type.Object({
+  limit: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 100, default: defaultLimit }))),
+  after: Type.Optional(Nullable(Type.String())),
+  ai_project_id: Type.Optional(Nullable(Type.String())),
+})
+export const JobListQuery = listQuery(20)
+export const EventListQuery = listQuery(20)
+export const CheckpointListQuery = listQuery(10)
+export const ProjectQuery = Type.Object({ ai_project_id: Type.Optional(Nullable(Type.String())) })
+
+// --- responses --------------------------------------------------------------------------------
+
+const JobError = Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) }, Open)
+
+export const FineTuningJob = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('fine_tuning.job'),
+  created_at: Type.Integer(),
+  model: Type.String(),
+  status: Type.Union(JOB_STATUSES.map(s => Type.Literal(s))),
+  training_file: Type.String(),
+  validation_file: Nullable(Type.String()),
+  hyperparameters: Type.Object({}, Open),
+  method: Type.Object({}, Open),
+  integrations: Nullable(Type.Array(Type.Object({}, Open))),
+  from_checkpoint: Type.Null(),
+  organization_id: Type.String(),
+  result_files: Type.Array(Type.String()),
+  seed: Type.Integer(),
+  suffix: Nullable(Type.String()),
+  error: Nullable(JobError),
+  finished_at: Nullable(Type.Integer()),
+  trained_tokens: Nullable(Type.Integer()),
+  trained_steps: Nullable(Type.Integer()),
+  total_steps: Nullable(Type.Integer()),
+  estimated_finish: Nullable(Type.Integer()),
+  fine_tuned_model: Nullable(Type.String()),
+  tags: Nullable(Type.Array(Type.String())),
+  extra_body: Nullable(Type.Object({}, Open)),
+}, { ...Open, title: 'FineTuningJob' })
+export type FineTuningJob = Static<typeof FineTuningJob>
+
+export const FineTuningJobList = Type.Object({
+  object: Type.Literal('list'),
+  data: Type.Array(FineTuningJob),
+  has_more: Type.Boolean(),
+})
+
+export const FineTuningJobEvent = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('fine_tuning.job.event'),
+  created_at: Type.Integer(),
+  level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
+  message: Type.String(),
+  type: Type.Union([Type.Literal('message'), Type.Literal('metrics')]),
+  data: Type.Unknown(),
+}, { ...Open, title: 'FineTuningJobEvent' })
+export type FineTuningJobEvent = Static<typeof FineTuningJobEvent>
+
+export const EventList = Type.Object({
+  object: Type.Literal('list'),
+  data: Type.Array(FineTuningJobEvent),
+  has_more: Type.Boolean(),
+})
+
+const num = Nullable(Type.Number())
+export const Metrics = Type.Object({
+  step: num,
+  train_loss: num,
+  train_mean_token_accuracy: num,
+  valid_loss: num,
+  valid_mean_token_accuracy: num,
+  full_valid_loss: num,
+  full_valid_mean_token_accuracy: num,
+}, { ...Open, title: 'Metrics' })
+export type Metrics = Static<typeof Metrics>
+
+export const FineTuningJobCheckpoint = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('fine_tuning.job.checkpoint'),
+  created_at: Type.Integer(),
+  fine_tuned_model_checkpoint: Type.String(),
+  fine_tuning_job_id: Type.String(),
+  metrics: Metrics,
+  step_number: Type.Integer(),
+  result_files: Type.Array(Type.String()),
+}, { ...Open, title: 'FineTuningJobCheckpoint' })
+export type FineTuningJobCheckpoint = Static<typeof FineTuningJobCheckpoint>
+
+export const CheckpointList = Type.Object({
+  object: Type.Literal('list'),
+  data: Type.Array(FineTuningJobCheckpoint),
+  first_id: Nullable(Type.String()),
+  last_id: Nullable(Type.String()),
+  has_more: Type.Boolean(),
+})

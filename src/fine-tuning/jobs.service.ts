@@ -1,0 +1,146 @@
+// The job state machine and job creation: the only fine-tuning logic beyond single store calls.
+import type { Kysely } from 'kysely'
+import type { AppContext } from '../context.js'
+import type { Database, JobRow } from '../db/database.js'
+import { errors, fieldError } from '../errors.js'
+import { getFile } from '../files/files.store.js'
+import { newJobId, nowSeconds } from '../ids.js'
+import { appendEvent } from './events.store.js'
+import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
+import { publicIntegrations, validateIntegrations } from './integrations.js'
+import { insertJob, updateJobIf } from './jobs.store.js'
+import type { FineTuningJob, JobCreateBody, JobStatus } from './jobs.schemas.js'
+
+// The single source of legal status moves.
+export const JOB_TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
+  validating_files: ['queued', 'failed', 'cancelled'],
+  queued: ['running', 'failed', 'cancelled'],
+  running: ['queued', 'succeeded', 'failed', 'cancelled'], // → queued: handed back to be resumed
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+}
+export const isTerminal = (s: string) => s === 'succeeded' || s === 'failed' || s === 'cancelled'
+export const statusesThatMayBecome = (to: JobStatus) =>
+  (Object.keys(JOB_TRANSITIONS) as JobStatus[]).filter(from => JOB_TRANSITIONS[from].includes(to))
+
+const KNOWN_REQUEST_KEYS = new Set(['model', 'training_file', 'validation_file', 'hyperparameters', 'method',
+  'integrations', 'from_checkpoint', 'seed', 'suffix', 'tags', 'extra_body'])
+
+export async function createJob (ctx: AppContext, projectId: string, body: JobCreateBody): Promise<JobRow> {
+  const { hyperparameters, unknown } = resolveRequestedHyperparameters(body)
+  if (body.from_checkpoint) {
+    throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints; start from a base model in GET /v1/models.')
+  }
+  if (!ctx.models.find(body.model)) throw errors.unknownBaseModel(body.model)
+  const integrations = body.integrations ? validateIntegrations(body.integrations) : null
+  const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
+
+  return await ctx.db.transaction().execute(async (trx) => {
+    await checkTrainingFile(trx, projectId, 'training_file', body.training_file)
+    if (body.validation_file) await checkTrainingFile(trx, projectId, 'validation_file', body.validation_file)
+    const job = await insertJob(trx, {
+      id: newJobId(),
+      project_id: projectId,
+      model: body.model,
+      status: 'validating_files',
+      training_file: body.training_file,
+      validation_file: body.validation_file ?? null,
+      hyperparameters: JSON.stringify(hyperparameters),
+      method: JSON.stringify({ type: 'supervised' }),
+      integrations: integrations ? JSON.stringify(integrations) : null,
+      seed: body.seed ?? 0,
+      suffix: body.suffix ?? null,
+      tags: body.tags ? JSON.stringify(body.tags) : null,
+      extra_body: body.extra_body ? JSON.stringify(body.extra_body) : null,
+      extra_fields: Object.keys(extra).length > 0 ? JSON.stringify(extra) : null,
+      created_at: nowSeconds(),
+      finished_at: null,
+      error: null,
+      result_files: '[]',
+      trained_tokens: 0,
+      trained_steps: 0,
+      total_steps: null,
+      estimated_finish: null,
+      fine_tuned_model: null,
+    })
+    await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
+    if (unknown.length > 0) {
+      await appendEvent(trx, job.id, { level: 'warn', message: `Ignored unknown hyperparameters: ${unknown.join(', ')}` })
+    }
+    if (Object.keys(extra).length > 0) {
+      await appendEvent(trx, job.id, { level: 'warn', message: `Ignored unknown request fields: ${Object.keys(extra).join(', ')}` })
+    }
+    if (integrations) {
+      await appendEvent(trx, job.id, { level: 'warn', message: 'Integrations are stored but not run: this server sends nothing to third-party services.' })
+    }
+    return job
+  })
+}
+
+function resolveRequestedHyperparameters (body: JobCreateBody) {
+  const method = body.method ?? null
+  if (method !== null && body.hyperparameters != null) {
+    throw fieldError(['body', 'method'], "Value error, Only one of 'method' or 'hyperparameters' must be provided", 'value_error', method)
+  }
+  if (method !== null && (method.type ?? 'supervised') !== 'supervised') throw errors.unsupportedMethod(String(method.type))
+  return resolveHyperparameters(method ? method.supervised?.hyperparameters : body.hyperparameters)
+}
+
+async function checkTrainingFile (db: Kysely<Database>, projectId: string, param: 'training_file' | 'validation_file', id: string) {
+  const file = await getFile(db, projectId, id)
+  if (!file) throw errors.trainingFileNotFound(param, id)
+  if (file.purpose !== 'fine-tune') throw errors.fileWrongPurpose(param, id, file.purpose)
+}
+
+/** Cancel: idempotent on a cancelled job, 409 on one that succeeded or failed. */
+export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<JobRow> {
+  if (job.status === 'cancelled') return job
+  if (isTerminal(job.status)) throw errors.jobNotCancellable(job.id, job.status)
+  const updated = await updateJobIf(db, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds() })
+  if (!updated) {
+    // The runner moved it meanwhile (to a terminal state, or cancelled already): answer from what is there now.
+    const now = await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', job.id).executeTakeFirstOrThrow()
+    if (now.status === 'cancelled') return now
+    throw errors.jobNotCancellable(job.id, now.status)
+  }
+  await appendEvent(db, job.id, { message: 'Fine-tuning job cancelled' })
+  return updated
+}
+
+export function jobRowToApi (row: JobRow): FineTuningJob {
+  const hyperparameters = JSON.parse(row.hyperparameters) as Hyperparameters
+  const extra = row.extra_fields ? JSON.parse(row.extra_fields) as Record<string, unknown> : {}
+  return {
+    ...extra, // unknown request keys first, so they can never shadow a field of ours
+    id: row.id,
+    object: 'fine_tuning.job',
+    created_at: row.created_at,
+    model: row.model,
+    status: row.status as JobStatus,
+    training_file: row.training_file,
+    validation_file: row.validation_file,
+    hyperparameters,
+    method: { type: 'supervised', supervised: { hyperparameters } },
+    integrations: row.integrations ? publicIntegrations(JSON.parse(row.integrations)) : null,
+    from_checkpoint: null,
+    organization_id: '',
+    result_files: JSON.parse(row.result_files) as string[],
+    seed: row.seed,
+    suffix: row.suffix ?? '',
+    error: row.error ? JSON.parse(row.error) : null,
+    finished_at: row.finished_at,
+    trained_tokens: row.trained_tokens,
+    trained_steps: row.trained_steps,
+    total_steps: row.total_steps,
+    estimated_finish: row.estimated_finish,
+    fine_tuned_model: row.fine_tuned_model,
+    tags: row.tags ? JSON.parse(row.tags) as string[] : null,
+    extra_body: row.extra_body ? JSON.parse(row.extra_body) as Record<string, unknown> : null,
+  }
+}
+
+/** ft:<base>:<project>:<suffix>:<job>:ckpt-step-<N>, the last checkpoint's name being the job's model. */
+export function checkpointModelName (job: Pick<JobRow, 'model' | 'suffix' | 'id'>, projectName: string, step: number): string {
+  return `ft:${job.model}:${projectName}:${job.suffix ?? ''}:${job.id}:ckpt-step-${step}`
+}

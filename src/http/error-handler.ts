@@ -1,0 +1,42 @@
+// Maps everything a route can throw to one error body (src/errors.ts) and hides internals on 5xx.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ApiError, errors, InvalidJsonError } from '../errors.js'
+import { validationError } from './validation.js'
+
+export function installErrorHandlers (app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const apiError = toApiError(err, request)
+    if (apiError.status >= 500) request.log.error({ err }, 'request failed')
+    else request.log.info({ code: apiError.code, status: apiError.status }, apiError.message)
+    return sendError(reply, apiError)
+  })
+  app.setNotFoundHandler((request, reply) => sendError(reply, errors.routeNotFound(request.method, request.url.split('?')[0] ?? '')))
+}
+
+export function sendError (reply: FastifyReply, err: ApiError): FastifyReply {
+  if (err.status === 401) void reply.header('www-authenticate', 'Bearer')
+  return reply.code(err.status).type('application/json; charset=utf-8').send(err.toBody())
+}
+
+function toApiError (err: FastifyError, request: FastifyRequest): ApiError {
+  if (err instanceof ApiError) return err
+  if (err instanceof InvalidJsonError) return err.toApiError()
+  if (err.validation) {
+    const ctx = err.validationContext
+    const data = ctx === 'querystring' ? request.query : ctx === 'params' ? request.params : ctx === 'headers' ? request.headers : request.body
+    return validationError(err, data)
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return errors.validation([{ loc: ['body'], msg: 'Field required', type: 'missing', input: null }])
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.bodyTooLarge(request.routeOptions.bodyLimit ?? 0)
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return errors.unsupportedMediaType(request.headers['content-type'], request.url.startsWith('/v1/files') ? 'multipart/form-data' : 'application/json')
+  }
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return new ApiError(err.statusCode, 'invalid_request_error', (err.code ?? 'bad_request').toLowerCase(), err.message)
+  }
+  return errors.internal(String(request.id))
+}

@@ -1,0 +1,39 @@
+// Models — https://platform.openai.com/docs/api-reference/models: base models that can be
+// fine-tuned, and this project's fine-tuned checkpoints (each usable as a model name).
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { AppContext } from '../context.js'
+import { errors } from '../errors.js'
+
+const Model = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('model'),
+  created: Type.Integer(),
+  owned_by: Type.String(),
+}, { additionalProperties: true })
+
+const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(Model) })
+
+export const modelsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
+  const allModels = async (projectId: string) => {
+    const base = ctx.models.list().map(m => ({ id: m.id, object: 'model' as const, created: m.createdAt, owned_by: 'opentune' }))
+    const tuned = await ctx.db.selectFrom('checkpoints')
+      .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
+      .select(['checkpoints.fine_tuned_model_checkpoint as id', 'checkpoints.created_at'])
+      .where('fine_tuning_jobs.project_id', '=', projectId)
+      .orderBy('checkpoints.seq')
+      .execute()
+    return [...base, ...tuned.map(t => ({ id: t.id, object: 'model' as const, created: t.created_at, owned_by: projectId }))]
+  }
+
+  app.get('/v1/models', { schema: { summary: 'List models', response: { 200: ModelList } } }, async (request) => {
+    return { object: 'list' as const, data: await allModels(request.projectId) }
+  })
+
+  app.get('/v1/models/*', { schema: { summary: 'Retrieve a model', response: { 200: Model } } }, async (request) => {
+    const id = decodeURIComponent((request.params as { '*': string })['*'])
+    const model = (await allModels(request.projectId)).find(m => m.id === id)
+    if (!model) throw errors.modelNotFound(id)
+    return model
+  })
+}

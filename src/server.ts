@@ -1,0 +1,54 @@
+// The service process: store + HTTP API (+ the runner, once it lands), with graceful shutdown.
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from './app.js'
+import type { Config } from './config.js'
+import { openContext, type AppContext } from './context.js'
+import { existingFileIds } from './files/files.store.js'
+
+export interface Service {
+  app: FastifyInstance
+  ctx: AppContext
+  url: string
+  close: () => Promise<void>
+}
+
+const SWEEP_EVERY_MS = 5 * 60 * 1000
+
+export async function startService (config: Readonly<Config>): Promise<Service> {
+  const ctx = await openContext(config)
+  const app = await buildApp(ctx)
+  const sweep = async () => {
+    const removed = await ctx.blobs.sweep(config.uploadStaleSeconds, ids => existingFileIds(ctx.db, ids))
+    if (removed > 0) app.log.info({ removed }, 'removed abandoned uploads')
+  }
+  await sweep()
+  const timer = setInterval(() => { sweep().catch(err => app.log.error({ err }, 'upload sweep failed')) }, SWEEP_EVERY_MS)
+  timer.unref()
+  const url = await app.listen({ host: config.host, port: config.port })
+  let closing: Promise<void> | undefined
+  const close = () => {
+    closing ??= (async () => {
+      clearInterval(timer)
+      await app.close() // stops accepting, lets requests in flight finish
+      await ctx.store.close()
+    })()
+    return closing
+  }
+  return { app, ctx, url, close }
+}
+
+/** SIGTERM/SIGINT: finish what is in flight, then exit; a second signal exits at once. */
+export function closeOnSignals (service: Service): void {
+  let stopping = false
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1)
+    stopping = true
+    service.app.log.info({ signal }, 'shutting down')
+    service.close().then(() => process.exit(0), (err: unknown) => {
+      service.app.log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+}
