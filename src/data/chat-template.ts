@@ -99,7 +99,9 @@ export class ChatRenderer {
     const spans: Span[] = []
     const messages = example.messages
     for (let k = 0; k < messages.length; k++) {
-      if (example.trained[k] !== true) continue
+      // Untrained tool-call turns are located too: a template that drops tool calls must be caught.
+      const message = messages[k] as TemplateMessage
+      if (example.trained[k] !== true && message.tool_calls === undefined) continue
       const prompt = this.renderWith(template, example, messages.slice(0, k), true)
       if (!text.startsWith(prompt)) {
         throw new ExampleError(`the model's chat template renders messages[0..${k - 1}] differently on their own than inside the whole conversation, so the tokens of messages[${k}] cannot be located`, `messages[${k}]`)
@@ -110,10 +112,10 @@ export class ChatRenderer {
       const limit = next !== null && text.startsWith(next) ? next.length : text.length
       const end = this.turnEnd(text, start, limit, isLast || limit < text.length)
       if (end === null) throw new ExampleError(`cannot find where the chat template ends the assistant turn messages[${k}]`, `messages[${k}]`)
-      if (!showsToolCalls(text, start, end, messages[k] as TemplateMessage)) {
+      if (!showsToolCalls(text, start, end, message)) {
         throw new ExampleError(`the model's chat template does not render tool_calls (messages[${k}]); training on this example would teach the model to call no tool`, `messages[${k}].tool_calls`)
       }
-      spans.push([start, end])
+      if (example.trained[k] === true) spans.push([start, end])
     }
     return spans
   }

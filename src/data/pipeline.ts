@@ -133,8 +133,8 @@ export class DatasetPipeline {
     const { seqLen, requestedContextLength } = this.limits
     const length = doc.tokens.length
     if (length > seqLen) {
-      const why = seqLen < requestedContextLength ? `the model's max_position_embeddings, ${seqLen}` : `context_length ${seqLen}`
-      return { line: doc.line, message: `the example is ${length} tokens long, more than ${why}; shorten or split it (examples are never truncated)` }
+      const why = seqLen < requestedContextLength ? `the model's max_position_embeddings; context_length asked for ${requestedContextLength}` : 'context_length'
+      return { line: doc.line, message: `the example is ${length} tokens long, more than the context length of ${seqLen} (${why}); shorten or split it, examples are never truncated` }
     }
     if (doc.lossTokens === 0) return { line: doc.line, message: 'the example has no trained tokens (every label is -100)' }
     const bos = this.model.bosId
