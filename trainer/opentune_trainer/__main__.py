@@ -1,0 +1,58 @@
+"""Command line of the training worker (protocol: docs/trainer-protocol.md).
+
+    cd trainer && python3 -m opentune_trainer train --spec /abs/path/job-spec.json
+    cd trainer && python3 -m opentune_trainer init-tiny --out /abs/path/models/opentune/tiny-llama
+    cd trainer && python3 -m opentune_trainer tiny-files --out ../models/opentune/tiny-llama
+
+Exit codes: 0 done · 2 the job's fault (an `error` line says which) · 3 stopped by SIGTERM after
+saving state · anything else our fault (an `error` line with internal_error when we can).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="opentune_trainer")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("train", help="run a fine-tuning job").add_argument("--spec", required=True)
+    t = sub.add_parser("init-tiny", help="write the built-in tiny model (files + seeded weights)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    sub.add_parser("tiny-files", help="regenerate the tiny model's static files").add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    if args.cmd == "init-tiny":
+        from .tiny import init_tiny
+        init_tiny(args.out, args.seed)
+        return 0
+    if args.cmd == "tiny-files":
+        from .tiny import write_static
+        write_static(args.out)
+        return 0
+    return train(args.spec)
+
+
+def train(spec_path: str) -> int:
+    from . import protocol
+    protocol.claim_stdout()
+    try:
+        from .spec import load_spec
+        from .train import run
+        return run(load_spec(spec_path))
+    except protocol.JobError as e:
+        protocol.error(e.code, e.message, e.param)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: report, then exit non-zero
+        traceback.print_exc()
+        if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e):
+            protocol.error("out_of_memory", str(e).splitlines()[0])
+            return 2
+        protocol.error("internal_error", f"{type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

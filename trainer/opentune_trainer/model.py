@@ -1,0 +1,240 @@
+"""Llama-family decoder: Llama 2/3.x, Qwen2/2.5, Qwen3, Mistral, with Hugging Face parameter names.
+
+    from opentune_trainer.model import load_model
+    model = load_model("models/opentune/tiny-llama")   # folder with config.json + *.safetensors
+    logits = model.logits(tokens)                       # [B, T, vocab], float32
+
+Names equal the HF checkpoint keys (model.layers.0.self_attn.q_proj.weight …) and RoPE is HF's
+`rotate_half` form, so weights load and save without permutation. Packed rows: `forward` takes
+`pos` (positions restarting at 0 per document) and `doc` (document index per position, or None when
+each row is one document); attention is then causal inside a document and blind across documents.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import attention
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                 "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+
+@dataclass
+class ModelConfig:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: Optional[dict]
+    tie_word_embeddings: bool
+    qkv_bias: bool  # Qwen2 always, Llama/Qwen3 when attention_bias
+    o_bias: bool
+    mlp_bias: bool
+    qk_norm: bool  # Qwen3: RMSNorm over head_dim on q and k before RoPE
+    sliding_window: Optional[int]
+    torch_dtype: str
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "ModelConfig":
+        mt = d.get("model_type")
+        if mt not in ARCHITECTURES:
+            raise ValueError(f"model_type {mt!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+        heads = d["num_attention_heads"]
+        # transformers ≥ 5 writes rope settings as `rope_parameters` (theta inside); older ones as
+        # `rope_theta` + `rope_scaling`.
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or None
+        theta = d.get("rope_theta") or (rope or {}).get("rope_theta") or 10000.0
+        bias = bool(d.get("attention_bias", False))
+        window = d.get("sliding_window") if mt == "mistral" else None
+        if mt in ("qwen2", "qwen3") and d.get("use_sliding_window"):
+            raise ValueError("Qwen use_sliding_window=true is not supported")
+        return cls(
+            model_type=mt, vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"], num_hidden_layers=d["num_hidden_layers"],
+            num_attention_heads=heads, num_key_value_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            rms_norm_eps=d.get("rms_norm_eps", 1e-6), rope_theta=float(theta), rope_scaling=rope,
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            qkv_bias=True if mt == "qwen2" else (bias and mt != "mistral"),
+            o_bias=bias and mt in ("llama", "qwen3"),
+            mlp_bias=bool(d.get("mlp_bias", False)) and mt == "llama",
+            qk_norm=mt == "qwen3", sliding_window=window,
+            torch_dtype=str(d.get("torch_dtype") or d.get("dtype") or "float32"))
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies exactly as transformers computes them (default, linear, llama3)."""
+    hd = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    rs = cfg.rope_scaling or {}
+    kind = rs.get("rope_type") or rs.get("type") or "default"
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / rs["factor"]
+    if kind == "llama3":  # Llama 3.1: stretch low frequencies by `factor`, blend the middle band
+        factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old = rs["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old / lo, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
+        return torch.where(medium, smoothed, scaled)
+    raise ValueError(f"rope scaling {kind!r} is not supported (default, linear, llama3)")
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype  # normalise in float32, like HF, then scale in the input dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.n_head, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.q_proj = nn.Linear(d, self.n_head * hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.n_head * hd, d, bias=cfg.o_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, heads, T, head_dim]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        y = attention.attend(q, k, v, mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, f, b = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
+        self.gate_proj, self.up_proj = nn.Linear(d, f, bias=b), nn.Linear(d, f, bias=b)
+        self.down_proj = nn.Linear(f, d, bias=b)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.inv_freq = rope_inv_freq(cfg)  # plain attribute: stays float32 whatever .to(dtype) does
+        self.checkpointing = False  # activation checkpointing per block (only when memory needs it)
+
+    def rope(self, pos: torch.Tensor, dtype: torch.dtype):
+        if self.inv_freq.device != pos.device:
+            self.inv_freq = self.inv_freq.to(pos.device)
+        freqs = pos[..., None].float() * self.inv_freq  # [B, T, head_dim/2], float32 like HF
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, tokens: torch.Tensor, pos: Optional[torch.Tensor] = None,
+                doc: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Final hidden states [B, T, hidden] (after the last norm, before lm_head)."""
+        B, T = tokens.shape
+        if pos is None:
+            pos = torch.arange(T, device=tokens.device).expand(B, T)
+        x = self.model.embed_tokens(tokens)
+        dtype = _autocast_dtype(x) or x.dtype  # cos/sin in the compute dtype, as HF does
+        cos, sin = self.rope(pos, dtype)
+        mask = attention.make_mask(doc, T, self.config.sliding_window, tokens.device)
+        for block in self.model.layers:
+            if self.checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask)
+        return self.model.norm(x)
+
+    def logits(self, tokens, pos=None, doc=None) -> torch.Tensor:
+        return self.lm_head(self(tokens, pos, doc)).float()
+
+
+def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    if not x.is_cuda:
+        return None
+    if hasattr(torch, "get_autocast_dtype"):  # torch ≥ 2.4
+        return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+def init_weights(model: LlamaForCausalLM, seed: int, std: float = 0.02) -> None:
+    """Uniform(±std·√3) matrices, zero biases, unit norms, from Python's Mersenne Twister, whose
+    sequence is fixed across platforms and versions, so a seed gives the same bytes everywhere."""
+    import random
+    rng, a = random.Random(seed), std * math.sqrt(3.0)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                vals = [(2.0 * rng.random() - 1.0) * a for _ in range(p.numel())]
+                p.copy_(torch.tensor(vals, dtype=torch.float64).view(p.shape))

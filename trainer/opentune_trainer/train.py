@@ -1,0 +1,313 @@
+"""The training job: spec + token shards in, checkpoints + protocol lines out.
+
+    cd trainer && python3 -m opentune_trainer train --spec /abs/job-spec.json
+
+Recipe shape after torchtune: `Trainer(spec).setup()` → `.train()`; one optimizer step =
+`batch_size` rows split into micro-batches, loss = Σ CE over all loss tokens of the step / their
+count (so the split never changes the result), AdamW, linear warmup then linear decay.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import math
+import os
+import signal
+import time
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from . import checkpoint, data, state
+from .lora import apply_lora
+from .loss import linear_cross_entropy
+from .protocol import JobError, emit, log
+from .spec import Spec
+
+STATE_EVERY_S = float(os.environ.get("OPENTUNE_STATE_EVERY_S", "900"))  # mid-epoch state saves
+
+
+class Stop(Exception):
+    """SIGTERM arrived mid-step: drop the half-done step, save the state before it."""
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """LR of optimizer step `step` (1-based): up linearly over `warmup` steps to `peak`, then down
+    linearly so that the step after the last would be 0 (the last step still learns)."""
+    if step <= warmup:
+        return peak * step / warmup
+    return peak * (total - step + 1) / (total - warmup)
+
+
+def is_oom(e: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(e, oom)) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+class Trainer:
+    def __init__(self, spec: Spec):
+        self.spec, self.hp = spec, spec.hp
+        self.stop = False
+        self.rng_at_step = None
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        spec, hp = self.spec, self.hp
+        want = spec.device
+        if want == "cuda" and not torch.cuda.is_available():
+            raise JobError("invalid_hyperparameters", "device cuda requested but CUDA is not available", "device")
+        self.device = torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        cuda = self.device.type == "cuda"
+        self.amp = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        # LoRA: frozen base stored in the compute dtype. Full: float32 master weights + autocast.
+        store = self.amp if (self.amp and hp.lora) else torch.float32
+        self.pad_multiple = 64 if cuda else 1
+        torch.manual_seed(spec.seed)
+
+        try:
+            _, cfg = checkpoint.read_config(spec.model_dir)
+            files = checkpoint.weight_files(spec.model_dir)
+            self._check_fits(checkpoint.weights_bytes(files), cfg)
+        except checkpoint.ModelError as e:
+            raise JobError("invalid_model", str(e)) from None
+        self.train_split = self._load_split(spec.train_data, cfg, "invalid_training_file")
+        self.valid_split = self._load_split(spec.valid_data, cfg, "invalid_validation_file") if spec.valid_data else None
+        if sum(self.train_split.row_loss) == 0:
+            raise JobError("invalid_training_file", "the training data has no loss tokens")
+        try:
+            self.model = checkpoint.load_model(spec.model_dir, self.device, store)
+        except checkpoint.ModelError as e:
+            raise JobError("invalid_model", str(e)) from None
+        if hp.lora:
+            apply_lora(self.model, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        if cuda and hasattr(torch.nn.Module, "compile") and os.environ.get("OPENTUNE_COMPILE", "1") != "0":
+            for block in self.model.model.layers:
+                block.compile()  # per block: fuses norm/RoPE/SwiGLU/LoRA adds, keeps HF names
+        self.opt = self._optimizer()
+        n = len(self.train_split)
+        self.steps_per_epoch = math.ceil(n / hp.batch_size)
+        self.total_steps = hp.n_epochs * self.steps_per_epoch
+        self.warmup = math.ceil(hp.warmup_ratio * self.total_steps)
+        self.micro = spec.micro_batch_size or hp.batch_size
+        self.step = 0
+        self.last: Dict[str, Optional[float]] = {}  # metrics of the latest step
+        self.fingerprint = self._fingerprint()
+        if spec.resume:
+            self._resume()
+
+    def _load_split(self, path: str, cfg, code: str) -> data.Split:
+        try:
+            return data.Split(path, cfg.vocab_size, cfg.max_position_embeddings)
+        except data.DataError as e:
+            raise JobError(code, f"{os.path.basename(path.rstrip('/'))}: {e}") from None
+
+    def _check_fits(self, weight_bytes: int, cfg) -> None:
+        n_params = weight_bytes / 2 if cfg.torch_dtype in ("bfloat16", "float16") else weight_bytes / 4
+        per_param = 16 if not self.hp.lora else (2 if self.amp else 4)  # full: fp32 weight+grad+2 moments
+        need = n_params * per_param * 1.1
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            free = int(info.get("MemAvailable", "0 kB").split()[0]) * 1024 or float("inf")
+        if need > free:
+            raise JobError("model_too_large", f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
+                           f"{free / 2**30:.1f} GiB free on {self.device.type}")
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for p in self.params if p.dim() >= 2]  # matrices decay; norms and biases do not
+        rest = [p for p in self.params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.hp.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        kw = {}
+        if self.device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+            kw["fused"] = True
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hp.learning_rate,
+                                 betas=(0.9, 0.999), eps=1e-8, **kw)
+
+    def _fingerprint(self) -> str:
+        s = self.spec
+        key = {"model": os.path.abspath(s.model_dir), "hp": vars(self.hp), "seed": s.seed,
+               "rows": len(self.train_split), "tokens": int(self.train_split.start[-1])}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    def _resume(self) -> None:
+        payload = state.load(self.spec.output_dir, self.fingerprint)
+        if payload is None:
+            if os.path.isdir(os.path.join(self.spec.output_dir, "state")):
+                log("saved state belongs to a different job configuration; starting over", "warn")
+            return
+        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                if n in names:
+                    p.copy_(payload["trainable"][n])
+        self.opt.load_state_dict(payload["optimizer"])
+        self.step, self.micro, self.last = payload["step"], payload["micro"], payload["last"]
+        state.set_rng_state(payload["rng"])
+        log(f"resumed from step {self.step}")
+
+    # ---------------------------------------------------------------- steps
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp)
+
+    def forward_stats(self, split: data.Split, rows: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(Σ CE, Σ correct) over the loss tokens of `rows`; gradients flow when grad is enabled."""
+        b = data.collate(split, rows, self.pad_multiple).to(self.device)
+        with self.autocast():
+            h = self.model(b.tokens, b.pos, b.doc)
+            h = h.reshape(-1, h.shape[-1]).index_select(0, b.loss_idx)  # loss rows only reach lm_head
+            y = b.targets.view(-1).index_select(0, b.loss_idx)
+            return linear_cross_entropy(h, self.model.lm_head.weight, y)
+
+    def accumulate(self, rows: List[int]) -> Tuple[float, float, int]:
+        """Backward over all micro-batches of a step; grads = d(Σ CE / n_loss). Returns sums."""
+        n_loss = sum(self.train_split.row_loss[r] for r in rows)
+        loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for mb in data.micro_batches(self.train_split, rows, self.micro):
+            if self.stop:
+                raise Stop()
+            if sum(self.train_split.row_loss[r] for r in mb) == 0:
+                continue  # no loss tokens: contributes nothing to loss or gradient
+            ls, c = self.forward_stats(self.train_split, mb)
+            (ls / n_loss).backward()
+            loss += ls.detach()
+            correct += c
+        return float(loss), float(correct), n_loss
+
+    def train_step(self, rows: List[int]) -> dict:
+        t0 = time.perf_counter()
+        while True:
+            try:
+                loss, correct, n_loss = self.accumulate(rows)
+                break
+            except Exception as e:  # noqa: BLE001 - only OOM is retried
+                if not is_oom(e):
+                    raise
+                self._shrink()
+        lr = lr_at(self.step + 1, self.total_steps, self.warmup, self.hp.learning_rate)
+        norm = None
+        if n_loss:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"train_loss": loss / n_loss if n_loss else None,
+                "train_mean_token_accuracy": correct / n_loss if n_loss else None,
+                "learning_rate": lr, "tokens": sum(self.train_split.row_len[r] for r in rows),
+                "loss_tokens": n_loss, "grad_norm": norm, "step_time_s": round(time.perf_counter() - t0, 4)}
+
+    def _shrink(self) -> None:
+        """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.rng_at_step is not None:
+            state.set_rng_state(self.rng_at_step)  # the retry must draw the same dropout masks
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.micro > 1:
+            self.micro //= 2
+            log(f"out of memory: micro-batch now {self.micro} rows", "warn")
+        elif not self.model.checkpointing:
+            self.model.checkpointing = True
+            log("out of memory at 1 row per micro-batch: activation checkpointing on", "warn")
+        else:
+            raise JobError("out_of_memory", f"one row of {self.train_split.seq_len} tokens does not fit in memory")
+
+    @torch.no_grad()
+    def evaluate(self, rows: List[int]) -> Tuple[Optional[float], Optional[float]]:
+        self.model.eval()
+        try:
+            loss, correct, n = 0.0, 0.0, 0
+            for mb in data.micro_batches(self.valid_split, rows, self.micro):
+                ls, c = self.forward_stats(self.valid_split, mb)
+                loss, correct = loss + float(ls), correct + float(c)
+                n += sum(self.valid_split.row_loss[r] for r in mb)
+        finally:
+            self.model.train()
+        return (loss / n, correct / n) if n else (None, None)
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> int:
+        """Run the remaining steps; returns the exit code (0 done, 3 stopped by SIGTERM)."""
+        emit("started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+             start_step=self.step, device=self.device.type, dtype=str(self.amp or torch.float32).replace("torch.", ""),
+             trainable_params=sum(p.numel() for p in self.params),
+             total_params=sum(p.numel() for p in self.model.parameters()))
+        last_save = time.time()
+        while self.step < self.total_steps:
+            if self.stop:
+                return self._stopped()
+            epoch, k = divmod(self.step, self.steps_per_epoch)
+            order = data.epoch_order(len(self.train_split), self.spec.seed, epoch)
+            rows = order[k * self.hp.batch_size:(k + 1) * self.hp.batch_size]
+            self.rng_at_step = state.rng_state()
+            try:
+                m = self.train_step(rows)
+            except Stop:
+                self.opt.zero_grad(set_to_none=True)
+                state.set_rng_state(self.rng_at_step)
+                return self._stopped()
+            self.last = m
+            emit("metrics", step=self.step, total_steps=self.total_steps, epoch=epoch + 1, **m)
+            if self.step % self.steps_per_epoch == 0:
+                self.save_checkpoint(epoch + 1)
+                self.save_state()
+                last_save = time.time()
+            elif time.time() - last_save > STATE_EVERY_S:
+                self.save_state()
+                last_save = time.time()
+        emit("finished", step=self.step, status="succeeded")
+        return 0
+
+    def _stopped(self) -> int:
+        self.save_state()
+        emit("finished", step=self.step, status="stopped")
+        return 3
+
+    def save_checkpoint(self, epoch: int) -> None:
+        v = f = (None, None)
+        if self.valid_split is not None:
+            sample = data.valid_sample(len(self.valid_split), self.spec.valid_sample_rows, self.spec.seed)
+            v = self.evaluate(sample)
+            f = self.evaluate(list(range(len(self.valid_split))))
+        metrics = {"step": self.step, "train_loss": self.last.get("train_loss"),
+                   "train_mean_token_accuracy": self.last.get("train_mean_token_accuracy"),
+                   "valid_loss": v[0], "valid_mean_token_accuracy": v[1],
+                   "full_valid_loss": f[0], "full_valid_mean_token_accuracy": f[1]}
+        out = os.path.join(os.path.abspath(self.spec.output_dir), "checkpoints", f"step-{self.step}")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if self.hp.lora:
+            files = checkpoint.save_adapter(out, self.model, self.hp.lora_r, self.hp.lora_alpha,
+                                            self.hp.lora_dropout, self.spec.base_model or self.spec.model_dir)
+        else:
+            files = checkpoint.save_full(out, self.model, self.spec.model_dir)
+        emit("checkpoint", step=self.step, epoch=epoch, dir=out, files=files, metrics=metrics)
+
+    def save_state(self) -> None:
+        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        payload = {"trainable": trainable, "optimizer": self.opt.state_dict(), "step": self.step,
+                   "micro": self.micro, "last": self.last, "rng": state.rng_state()}
+        epoch, k = divmod(self.step, self.steps_per_epoch)
+        info = {"fingerprint": self.fingerprint, "step": self.step, "epoch": epoch, "step_in_epoch": k,
+                "seed": self.spec.seed, "job_id": self.spec.job_id}
+        d = state.save(os.path.abspath(self.spec.output_dir), payload, info)
+        emit("state_saved", step=self.step, dir=d)
+
+    def request_stop(self, *_args) -> None:
+        self.stop = True
+
+
+def run(spec: Spec) -> int:
+    trainer = Trainer(spec)
+    signal.signal(signal.SIGTERM, trainer.request_stop)
+    trainer.setup()
+    return trainer.train()

@@ -1,0 +1,27 @@
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the trainer/ folder: import opentune_trainer
+sys.path.insert(0, HERE)  # helpers
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The built-in tiny model with its seeded weights (what init-tiny writes)."""
+    from opentune_trainer.tiny import init_tiny
+    d = str(tmp_path_factory.mktemp("tiny-llama"))
+    init_tiny(d)
+    return d

@@ -1,0 +1,194 @@
+"""The CLI end to end on the tiny model: protocol lines, files, exit codes, resume."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
+from opentune_trainer import checkpoint, safetensors_io as st
+from opentune_trainer.lora import TARGET_MODULES
+
+SEVEN = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+         "full_valid_loss", "full_valid_mean_token_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    write_split(str(d / "train"), chat_docs(16, seed=1))
+    write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")
+    return str(d / "train"), str(d / "valid")
+
+
+def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):
+    spec = make_spec(str(tmp_path), tiny_dir, *splits, learning_rate=5e-3, base_model="opentune/tiny-llama")
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 0, err
+    types = [m["type"] for m in lines]
+    assert types[0] == "started" and types[-1] == "finished" and lines[-1]["status"] == "succeeded"
+    started = lines[0]
+    assert (started["total_steps"], started["steps_per_epoch"], started["start_step"]) == (8, 4, 0)
+    assert started["device"] == "cpu" and started["trainable_params"] < started["total_params"]
+    metrics = [m for m in lines if m["type"] == "metrics"]
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    assert [m["epoch"] for m in metrics] == [1] * 4 + [2] * 4
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert metrics[0]["learning_rate"] == pytest.approx(5e-3) and metrics[-1]["learning_rate"] == pytest.approx(5e-3 / 8)
+    ckpts = [m for m in lines if m["type"] == "checkpoint"]
+    assert [c["step"] for c in ckpts] == [4, 8] and [c["epoch"] for c in ckpts] == [1, 2]
+    for c in ckpts:
+        assert sorted(c["metrics"]) == sorted(SEVEN) and all(v is not None for v in c["metrics"].values())
+        assert c["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+        assert sorted(os.listdir(c["dir"])) == c["files"]
+        assert c["metrics"]["train_loss"] == next(m["train_loss"] for m in metrics if m["step"] == c["step"])
+    # 8 validation docs ≤ valid_sample_rows... the sample is 4 rows of 1 packed row: both cover all
+    assert ckpts[-1]["metrics"]["valid_loss"] == pytest.approx(ckpts[-1]["metrics"]["full_valid_loss"])
+    assert [m["type"] for m in lines].count("state_saved") == 2
+    cfg = json.load(open(os.path.join(ckpts[-1]["dir"], "adapter_config.json")))
+    assert cfg["peft_type"] == "LORA" and cfg["task_type"] == "CAUSAL_LM" and cfg["r"] == 8
+    assert cfg["lora_alpha"] == 16 and cfg["target_modules"] == TARGET_MODULES and cfg["bias"] == "none"
+    assert cfg["base_model_name_or_path"] == "opentune/tiny-llama"
+
+
+def test_adapter_has_peft_names_and_shapes(tmp_path, tiny_dir, splits):
+    spec = make_spec(str(tmp_path), tiny_dir, *splits, n_epochs=1, lora_r=4, lora_alpha=8)
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 0, err
+    d = next(m for m in lines if m["type"] == "checkpoint")["dir"]
+    header = st.read_header(os.path.join(d, "adapter_model.safetensors"))
+    assert header.pop("__metadata__") == {"format": "pt"}
+    shapes = {"q_proj": (128, 128), "k_proj": (128, 64), "v_proj": (128, 64), "o_proj": (128, 128),
+              "gate_proj": (128, 384), "up_proj": (128, 384), "down_proj": (384, 128)}
+    want = {}
+    for i in range(4):
+        for mod, (fan_in, fan_out) in shapes.items():
+            part = "self_attn" if mod in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            base = f"base_model.model.model.layers.{i}.{part}.{mod}"
+            want[f"{base}.lora_A.weight"] = [4, fan_in]
+            want[f"{base}.lora_B.weight"] = [fan_out, 4]
+    assert {k: v["shape"] for k, v in header.items()} == want
+    assert all(v["dtype"] == "F32" for v in header.values())
+
+
+def test_full_fine_tune_writes_loadable_hf_folder(tmp_path, tiny_dir, splits):
+    spec = make_spec(str(tmp_path), tiny_dir, splits[0], None, n_epochs=1, lora=False, learning_rate=1e-3)
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 0, err
+    c = next(m for m in lines if m["type"] == "checkpoint")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(c["files"])
+    assert all(c["metrics"][k] is None for k in SEVEN if k.startswith(("valid", "full_valid")))
+    tuned, base = checkpoint.load_model(c["dir"]), checkpoint.load_model(tiny_dir)
+    assert "lm_head.weight" not in st.read_header(os.path.join(c["dir"], "model.safetensors"))  # tied
+    x = torch.arange(40)[None]
+    with torch.no_grad():
+        assert not torch.allclose(tuned.logits(x), base.logits(x))
+
+
+def test_bad_hyperparameters_exit_2(tmp_path, tiny_dir, splits):
+    code, lines, _ = run_cli("train", "--spec", make_spec(str(tmp_path), tiny_dir, *splits, batch_size=0))
+    assert code == 2
+    assert lines[-1] == {"type": "error", "code": "invalid_hyperparameters", "message": "batch_size must be ≥ 1",
+                         "param": "batch_size"}
+
+
+def test_model_without_weights_exit_2(tmp_path, tiny_dir, splits):
+    bare = tmp_path / "bare"
+    os.makedirs(bare)
+    shutil.copyfile(os.path.join(tiny_dir, "config.json"), bare / "config.json")
+    code, lines, _ = run_cli("train", "--spec", make_spec(str(tmp_path), str(bare), *splits))
+    assert code == 2 and lines[-1]["type"] == "error" and lines[-1]["code"] == "invalid_model"
+    assert "safetensors" in lines[-1]["message"]
+
+
+def test_bad_shards_exit_2(tmp_path, tiny_dir, splits):
+    docs = chat_docs(4)
+    docs[0] = (docs[0][0], docs[0][1][:-1] + [docs[0][0][0]])  # last target not -100: not pre-shifted
+    write_split(str(tmp_path / "bad"), docs)
+    code, lines, _ = run_cli("train", "--spec", make_spec(str(tmp_path), tiny_dir, str(tmp_path / "bad"), splits[1]))
+    assert code == 2 and lines[-1]["code"] == "invalid_training_file"
+    write_split(str(tmp_path / "big"), [([999, 1], [-100, -100])], split="valid")
+    code, lines, _ = run_cli("train", "--spec", make_spec(str(tmp_path), tiny_dir, splits[0], str(tmp_path / "big")))
+    assert code == 2 and lines[-1]["code"] == "invalid_validation_file" and "token ids" in lines[-1]["message"]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _spec(tmp, tiny_dir, train):
+    # dropout > 0 so resume must restore the RNG; 32 steps per epoch so SIGTERM lands mid-epoch
+    return make_spec(str(tmp), tiny_dir, train, None, batch_size=2, n_epochs=3, lora_dropout=0.1,
+                     learning_rate=5e-3, seed=11)
+
+
+def _popen(spec):
+    return subprocess.Popen([sys.executable, "-m", "opentune_trainer", "train", "--spec", spec], cwd=TRAINER_DIR,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _read_until(p, stop):
+    lines = []
+    for raw in p.stdout:
+        lines.append(json.loads(raw))
+        if stop(lines[-1]):
+            return lines
+    raise AssertionError("trainer ended before the expected line")
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, tiny_dir):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    write_split(str(tmp / "train"), chat_docs(64, seed=3))
+    code, lines, err = run_cli("train", "--spec", _spec(tmp, tiny_dir, str(tmp / "train")))
+    assert code == 0, err
+    return str(tmp / "train"), lines
+
+
+def _losses(lines):
+    return {m["step"]: (m["train_loss"], m["train_mean_token_accuracy"]) for m in lines if m["type"] == "metrics"}
+
+
+def _final_adapter(lines):
+    d = [m for m in lines if m["type"] == "checkpoint"][-1]["dir"]
+    return open(os.path.join(d, "adapter_model.safetensors"), "rb").read()
+
+
+def _resume_and_compare(spec, long_lines, after_step):
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 0, err
+    assert lines[0] == {"type": "log", "level": "info", "message": f"resumed from step {after_step}"}
+    assert lines[1]["type"] == "started" and lines[1]["start_step"] == after_step
+    resumed, full = _losses(lines), _losses(long_lines)
+    assert sorted(resumed) == list(range(after_step + 1, 97))
+    assert all(resumed[s] == full[s] for s in resumed)  # bit-for-bit on CPU
+    assert _final_adapter(lines) == _final_adapter(long_lines)
+
+
+def test_kill_after_checkpoint_then_resume(tmp_path, tiny_dir, long_run):
+    train, long_lines = long_run
+    spec = _spec(tmp_path, tiny_dir, train)
+    p = _popen(spec)
+    _read_until(p, lambda m: m["type"] == "state_saved")
+    p.kill()  # SIGKILL: nothing runs after this, the state on disk must be whole by itself
+    p.wait()
+    step = json.load(open(tmp_path / "out" / "state" / "state.json"))["step"]
+    assert step % 32 == 0 and step >= 32
+    _resume_and_compare(spec, long_lines, step)
+
+
+def test_sigterm_saves_state_and_resume_matches(tmp_path, tiny_dir, long_run):
+    train, long_lines = long_run
+    spec = _spec(tmp_path, tiny_dir, train)
+    p = _popen(spec)
+    _read_until(p, lambda m: m["type"] == "metrics" and m["step"] == 2)
+    p.send_signal(signal.SIGTERM)
+    tail = [json.loads(raw) for raw in p.stdout]
+    assert p.wait(timeout=10) == 3
+    assert [m["type"] for m in tail[-2:]] == ["state_saved", "finished"] and tail[-1]["status"] == "stopped"
+    stopped_at = tail[-1]["step"]
+    assert 2 <= stopped_at < 96 and tail[-2]["step"] == stopped_at
+    _resume_and_compare(spec, long_lines, stopped_at)
