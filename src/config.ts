@@ -13,6 +13,7 @@ export interface Config {
   maxUploadBytes: number
   maxJsonBodyBytes: number
   uploadStaleSeconds: number // .part files untouched this long are abandoned uploads
+  shutdownGraceSeconds: number // on SIGTERM, requests still open after this long are cut off
   logLevel: string
   python: string
   maxConcurrentJobs: number
@@ -53,6 +54,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     maxUploadBytes: int('OPENTUNE_MAX_UPLOAD_BYTES', 5 * 1024 ** 3, 1),
     maxJsonBodyBytes: int('OPENTUNE_MAX_JSON_BODY_BYTES', 1024 * 1024, 1024),
     uploadStaleSeconds: int('OPENTUNE_UPLOAD_STALE_SECONDS', 3600, 0),
+    shutdownGraceSeconds: int('OPENTUNE_SHUTDOWN_GRACE_SECONDS', 10, 0, 3600),
     logLevel: env.LOG_LEVEL || 'info',
     python: env.OPENTUNE_PYTHON || defaultPython(),
     maxConcurrentJobs: int('OPENTUNE_MAX_CONCURRENT_JOBS', 1, 0, 64),

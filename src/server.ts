@@ -29,7 +29,10 @@ export async function startService (config: Readonly<Config>): Promise<Service> 
   const close = () => {
     closing ??= (async () => {
       clearInterval(timer)
-      await app.close() // stops accepting, lets requests in flight finish
+      // app.close() stops accepting and lets requests in flight finish, but a client that stalls
+      // mid-upload would hold it (and the process) forever: cut whatever is still open after the grace.
+      const cutOff = setTimeout(() => { app.server.closeAllConnections() }, config.shutdownGraceSeconds * 1000)
+      try { await app.close() } finally { clearTimeout(cutOff) }
       await ctx.store.close()
     })()
     return closing
