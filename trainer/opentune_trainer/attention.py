@@ -76,9 +76,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Ten
     if _flex is not None and mask is not None:
         return _flex(q, k, v, block_mask=mask, enable_gqa=n_rep > 1)
     if BACKEND != "eager":
-        if SDPA_GQA:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                                  enable_gqa=n_rep > 1)
+        if mask is None and SDPA_GQA:  # flash kernel, reads shared kv heads in place
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
+        # with a mask SDPA picks the memory-efficient kernel, which may not take enable_gqa
+        # (it would then fall back to the slow math kernel), so expand kv heads ourselves
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
