@@ -65,7 +65,8 @@ export const filesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async
       .header('content-type', 'application/octet-stream')
       .header('content-disposition', contentDisposition(row.filename))
     const rangeHeader = request.headers.range
-    const ranges = rangeHeader ? rangeParser(size, rangeHeader, { combine: true }) : -2
+    // Only byte ranges exist for us; another unit ("pages=1-2") is ignored, as RFC 9110 §14.2 says.
+    const ranges = rangeHeader && /^\s*bytes=/i.test(rangeHeader) ? rangeParser(size, rangeHeader, { combine: true }) : -2
     if (ranges === -1) {
       void reply.header('content-range', `bytes */${size}`)
       throw errors.rangeNotSatisfiable(size)
