@@ -18,6 +18,10 @@ export interface Config {
   python: string
   maxConcurrentJobs: number
   runner: boolean // run training in the API process
+  leaseSeconds: number // a runner that stops heartbeating loses its job after this long
+  trainerDir: string // the Python package, put on PYTHONPATH
+  trainerDevice: string // auto | cpu | cuda
+  childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
 }
 
 const REPO_ROOT = resolve(import.meta.dirname, '..')
@@ -59,7 +63,12 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     python: env.OPENTUNE_PYTHON || defaultPython(),
     maxConcurrentJobs: int('OPENTUNE_MAX_CONCURRENT_JOBS', 1, 0, 64),
     runner: env.OPENTUNE_RUNNER !== '0' && env.OPENTUNE_RUNNER !== 'false',
+    leaseSeconds: int('OPENTUNE_LEASE_SECONDS', 30, 1, 3600),
+    trainerDir: resolve(REPO_ROOT, 'trainer'),
+    trainerDevice: env.OPENTUNE_DEVICE || 'auto',
+    childEnv: Object.freeze({ ...env }),
   }
+  if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
   if (problems.length > 0) throw new Error(`invalid configuration:\n  ${problems.join('\n  ')}`)
   return Object.freeze(config)
 }

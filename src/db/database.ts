@@ -54,6 +54,9 @@ export interface JobTable {
   total_steps: number | null
   estimated_finish: number | null
   fine_tuned_model: string | null
+  locked_by: string | null // runner holding the job
+  locked_until: number | null // ms since epoch; past = free to claim
+  attempts: Generated<number> // how many times a runner has started training it
 }
 
 export interface EventTable {

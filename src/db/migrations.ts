@@ -98,8 +98,21 @@ function initial (dialect: Dialect): Migration {
   }
 }
 
+// The job row is the queue item (DESIGN §2): a runner holds a job while locked_until (ms) is in
+// the future and keeps extending it; a job whose lease ran out is free for any runner to resume.
+function runnerLease (dialect: Dialect): Migration {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('locked_by', 'text').execute()
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('locked_until', bigint).execute()
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('attempts', 'integer', c => c.notNull().defaultTo(0)).execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
-  return { '0001_initial': initial(dialect) }
+  return { '0001_initial': initial(dialect), '0002_runner_lease': runnerLease(dialect) }
 }
 
 export async function migrateToLatest (db: Kysely<any>, dialect: Dialect, schema: string | null): Promise<void> {

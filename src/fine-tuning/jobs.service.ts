@@ -63,6 +63,8 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
       total_steps: null,
       estimated_finish: null,
       fine_tuned_model: null,
+      locked_by: null,
+      locked_until: null,
     })
     await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
     if (unknown.length > 0) {

@@ -1,0 +1,39 @@
+// The only dialect-specific SQL: claiming a job. On PostgreSQL, FOR UPDATE SKIP LOCKED lets many
+// runners claim side by side without blocking or double-claiming; SQLite has one writer, and a
+// single UPDATE … WHERE id = (SELECT …) is atomic there.
+import { sql, type Kysely } from 'kysely'
+import type { Dialect } from '../db/connect.js'
+import type { Database, JobRow } from '../db/database.js'
+
+export type ClaimKind = 'validate' | 'train'
+
+/**
+ * Claims the oldest job a runner may take: `validate` → a job in validating_files; `train` → a
+ * queued job, or a running one whose runner stopped heartbeating (it is resumed from saved state).
+ */
+export async function claimJob (db: Kysely<Database>, dialect: Dialect, kind: ClaimKind, runnerId: string, leaseMs: number): Promise<JobRow | undefined> {
+  const now = Date.now()
+  const statuses = kind === 'validate' ? ['validating_files'] : ['queued', 'running']
+  let pick = db.selectFrom('fine_tuning_jobs').select('id')
+    .where('status', 'in', statuses)
+    .where(eb => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<', now)]))
+    .orderBy('seq').limit(1)
+  if (dialect === 'postgres') pick = pick.forUpdate().skipLocked()
+  return await db.updateTable('fine_tuning_jobs')
+    .set({ locked_by: runnerId, locked_until: now + leaseMs, ...(kind === 'train' ? { attempts: sql`attempts + 1` } : {}) })
+    .where('id', '=', pick)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+/** Extends the lease; false when another runner took the job (our lease had run out). */
+export async function heartbeat (db: Kysely<Database>, jobId: string, runnerId: string, leaseMs: number): Promise<boolean> {
+  const r = await db.updateTable('fine_tuning_jobs').set({ locked_until: Date.now() + leaseMs })
+    .where('id', '=', jobId).where('locked_by', '=', runnerId).executeTakeFirst()
+  return Number(r.numUpdatedRows) > 0
+}
+
+export async function releaseJob (db: Kysely<Database>, jobId: string, runnerId: string): Promise<void> {
+  await db.updateTable('fine_tuning_jobs').set({ locked_by: null, locked_until: null })
+    .where('id', '=', jobId).where('locked_by', '=', runnerId).execute()
+}

@@ -1,0 +1,111 @@
+// Turning trainer output into what users read: checkpoint rows whose result files are in the
+// Files API (purpose fine-tune-results, filename <checkpoint_id>/<file>), and the job's metrics CSV.
+import { link, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { AppContext } from '../context.js'
+import type { JobRow } from '../db/database.js'
+import { insertFile } from '../files/files.store.js'
+import { insertCheckpoint } from '../fine-tuning/checkpoints.store.js'
+import { appendEvent } from '../fine-tuning/events.store.js'
+import { checkpointModelName } from '../fine-tuning/jobs.service.js'
+import { newCheckpointId, newFileId, nowSeconds } from '../ids.js'
+import type { TrainerLine } from './protocol.js'
+
+type CheckpointLine = Extract<TrainerLine, { type: 'checkpoint' }>
+type MetricsLine = Extract<TrainerLine, { type: 'metrics' }>
+
+/** Registers a checkpoint once: a resumed trainer that writes the same step again is ignored. */
+export async function registerCheckpoint (ctx: AppContext, job: JobRow, projectName: string, line: CheckpointLine): Promise<boolean> {
+  const exists = await ctx.db.selectFrom('checkpoints').select('id').where('job_id', '=', job.id).where('step_number', '=', line.step).executeTakeFirst()
+  if (exists) return false
+  const checkpointId = newCheckpointId()
+  const files: Array<{ id: string, name: string, bytes: number }> = []
+  for (const name of line.files) {
+    const id = newFileId()
+    files.push({ id, name, bytes: await importBlob(ctx, join(line.dir, name), id) })
+  }
+  const modelName = checkpointModelName(job, projectName, line.step)
+  await ctx.db.transaction().execute(async (trx) => {
+    for (const f of files) {
+      await insertFile(trx, {
+        id: f.id,
+        project_id: job.project_id,
+        filename: `${checkpointId}/${f.name}`,
+        purpose: 'fine-tune-results',
+        bytes: f.bytes,
+        created_at: nowSeconds(),
+        status: 'processed',
+        status_details: null,
+      })
+    }
+    await insertCheckpoint(trx, {
+      id: checkpointId,
+      jobId: job.id,
+      stepNumber: line.step,
+      fineTunedModelCheckpoint: modelName,
+      metrics: { ...line.metrics, step: line.step },
+      resultFiles: files.map(f => f.id),
+    })
+    await appendEvent(trx, job.id, { message: `Checkpoint created at step ${line.step} with Snapshot ID: ${modelName}`, data: { checkpoint_id: checkpointId, step: line.step, metrics: line.metrics } })
+  })
+  return true
+}
+
+// Checkpoints can be gigabytes: a hard link costs nothing when the job dir and the file store
+// share a file system; otherwise the bytes are copied (and fsynced) like an upload.
+async function importBlob (ctx: AppContext, path: string, id: string): Promise<number> {
+  try {
+    await link(path, ctx.blobs.pathOf(id))
+    return await ctx.blobs.size(id)
+  } catch {
+    return await ctx.blobs.importFile(path, id)
+  }
+}
+
+// --- per-step metrics, kept as JSON lines in the job dir and published as CSV at the end -------
+
+const CSV_COLUMNS = ['step', 'epoch', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy',
+  'full_valid_loss', 'full_valid_mean_token_accuracy', 'learning_rate', 'tokens'] as const
+
+export async function readMetricsLog (path: string): Promise<Array<Record<string, unknown>>> {
+  const text = await readFile(path, 'utf8').catch(() => '')
+  return text.split('\n').filter(Boolean).map(l => JSON.parse(l) as Record<string, unknown>)
+}
+
+/** After a resume from step N, what was logged beyond N is about to be logged again. */
+export async function truncateMetricsLog (path: string, keepUpToStep: number): Promise<void> {
+  const rows = (await readMetricsLog(path)).filter(r => Number(r.step) <= keepUpToStep)
+  await writeFile(path, rows.map(r => JSON.stringify(r) + '\n').join(''))
+}
+
+export function metricsLogLine (line: MetricsLine): string {
+  return JSON.stringify({ step: line.step, epoch: line.epoch, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy, learning_rate: line.learning_rate, tokens: line.tokens }) + '\n'
+}
+
+/** The job's result file: one CSV row per optimizer step, validation columns filled at checkpoints. */
+export async function publishMetricsCsv (ctx: AppContext, job: JobRow, logPath: string): Promise<string> {
+  const rows = await readMetricsLog(logPath)
+  const checkpoints = await ctx.db.selectFrom('checkpoints').select(['step_number', 'metrics']).where('job_id', '=', job.id).execute()
+  const validByStep = new Map(checkpoints.map(c => [c.step_number, JSON.parse(c.metrics) as Record<string, unknown>]))
+  const cell = (v: unknown) => (v === null || v === undefined ? '' : String(v))
+  const lines = [CSV_COLUMNS.join(',')]
+  for (const r of rows) {
+    const merged: Record<string, unknown> = { ...r, ...Object.fromEntries(Object.entries(validByStep.get(Number(r.step)) ?? {}).filter(([k]) => k.includes('valid'))) }
+    lines.push(CSV_COLUMNS.map(c => cell(merged[c])).join(','))
+  }
+  const csvPath = `${logPath}.csv`
+  await writeFile(csvPath, lines.join('\n') + '\n')
+  const id = newFileId()
+  const bytes = await ctx.blobs.importFile(csvPath, id)
+  await insertFile(ctx.db, {
+    id,
+    project_id: job.project_id,
+    filename: `${job.id}/metrics.csv`,
+    purpose: 'fine-tune-results',
+    bytes,
+    created_at: nowSeconds(),
+    status: 'processed',
+    status_details: null,
+  })
+  return id
+}

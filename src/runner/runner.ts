@@ -1,0 +1,117 @@
+// The runner: claims jobs (lease + heartbeat), validates their files, trains at most
+// maxConcurrentJobs of them at a time. Runs in the service process by default, or alone
+// (`opentune runner`) on other machines sharing the database and data directory.
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import type { FastifyBaseLogger } from 'fastify'
+import type { AppContext } from '../context.js'
+import type { JobRow } from '../db/database.js'
+import { failJob } from './job-state.js'
+import { claimJob, heartbeat, releaseJob } from './queue.js'
+import { trainJob, type TrainOptions } from './train-job.js'
+import { validateJobFiles } from './validate-files.js'
+
+export interface RunnerOptions {
+  log: FastifyBaseLogger
+  pollMs?: number
+  trainerCommand?: readonly string[]
+  stopGraceMs?: number
+}
+
+export class Runner {
+  readonly id = `runner-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+  readonly #ctx: AppContext
+  readonly #opts: RunnerOptions
+  readonly #training = new Map<string, Promise<void>>()
+  #validating: Promise<void> | null = null
+  #timer: NodeJS.Timeout | undefined
+  #ticking = false
+  readonly #shutdown = new AbortController()
+
+  constructor (ctx: AppContext, opts: RunnerOptions) {
+    this.#ctx = ctx
+    this.#opts = opts
+  }
+
+  get #leaseMs () { return this.#ctx.config.leaseSeconds * 1000 }
+
+  start (): void {
+    this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
+    const loop = () => {
+      this.tick().catch((err: unknown) => this.#opts.log.error({ err }, 'runner tick failed'))
+        .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, this.#opts.pollMs ?? 1000) })
+    }
+    loop()
+  }
+
+  /** One pass: start validating one job and fill the free training slots. Background loops never throw. */
+  async tick (): Promise<void> {
+    if (this.#ticking || this.#shutdown.signal.aborted) return
+    this.#ticking = true
+    try {
+      const { db, store } = this.#ctx
+      if (!this.#validating) {
+        const job = await claimJob(db, store.dialect, 'validate', this.id, this.#leaseMs)
+        if (job) this.#validating = this.#validate(job).finally(() => { this.#validating = null })
+      }
+      while (this.#training.size < this.#ctx.config.maxConcurrentJobs && !this.#shutdown.signal.aborted) {
+        const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs)
+        if (!job) break
+        this.#training.set(job.id, this.#train(job).finally(() => this.#training.delete(job.id)))
+      }
+    } finally {
+      this.#ticking = false
+    }
+  }
+
+  /** Runs until nothing is left to claim and nothing is in flight (tests, `runOnce`). */
+  async drain (): Promise<void> {
+    for (;;) {
+      await this.tick()
+      const busy = [this.#validating, ...this.#training.values()].filter(Boolean)
+      if (busy.length === 0) return
+      await Promise.race(busy)
+    }
+  }
+
+  /** Trainers save resumable state and exit; their jobs go back to the queue. */
+  async stop (): Promise<void> {
+    this.#shutdown.abort()
+    clearTimeout(this.#timer)
+    await Promise.allSettled([this.#validating, ...this.#training.values()])
+  }
+
+  async #validate (job: JobRow): Promise<void> {
+    const { db } = this.#ctx
+    const beat = setInterval(() => { void heartbeat(db, job.id, this.id, this.#leaseMs).catch(() => {}) }, this.#leaseMs / 3)
+    try {
+      await validateJobFiles(this.#ctx, job, this.#shutdown.signal)
+    } catch (err) {
+      if (this.#shutdown.signal.aborted) {
+        await releaseJob(db, job.id, this.id) // validated again from the start next time
+        return
+      }
+      this.#opts.log.error({ err, jobId: job.id }, 'validation failed unexpectedly')
+      await failJob(db, job.id, { code: 'internal_error', message: `Validating the files failed unexpectedly: ${(err as Error).message}`, param: null })
+    } finally {
+      clearInterval(beat)
+    }
+  }
+
+  async #train (job: JobRow): Promise<void> {
+    const options: TrainOptions = {
+      runnerId: this.id,
+      leaseMs: this.#leaseMs,
+      log: this.#opts.log,
+      ...(this.#opts.trainerCommand ? { trainerCommand: this.#opts.trainerCommand } : {}),
+      ...(this.#opts.stopGraceMs !== undefined ? { stopGraceMs: this.#opts.stopGraceMs } : {}),
+    }
+    try {
+      await trainJob(this.#ctx, job, options, this.#shutdown.signal)
+    } catch (err) {
+      this.#opts.log.error({ err, jobId: job.id }, 'training failed unexpectedly')
+      await failJob(this.#ctx.db, job.id, { code: 'internal_error', message: `Running the job failed unexpectedly: ${(err as Error).message}`, param: null })
+        .catch(() => {})
+    }
+  }
+}
