@@ -49,7 +49,7 @@ for (const dialect of DIALECTS) {
     let requests: string[] // every request `client` sent, "METHOD path"
 
     before(async () => {
-      const made = await testConfig(dialect, { PORT: '0' })
+      const made = await testConfig(dialect, { PORT: '0', OPENTUNE_RUNNER: '0' }) // the API alone: jobs stay where the test puts them
       cleanup = made.cleanup
       service = await startService(made.config)
       const db = service.ctx.db

@@ -47,6 +47,7 @@ for (const dialect of DIALECTS) {
       env = {
         OPENTUNE_DATA_DIR: dataDir,
         OPENTUNE_MODELS_DIR: made.config.modelsDir,
+        OPENTUNE_RUNNER: '0', // the API's own durability; the runner's is test/runner's
         ...(made.config.databaseUrl ? { OPENTUNE_DATABASE_URL: made.config.databaseUrl } : {}),
         ...(made.config.databaseSchema ? { OPENTUNE_DATABASE_SCHEMA: made.config.databaseSchema } : {}),
       }
