@@ -23,7 +23,7 @@ from opentune_trainer import attention  # noqa: E402
 from opentune_trainer.checkpoint import build_model  # noqa: E402
 from opentune_trainer.lora import apply_lora  # noqa: E402
 from opentune_trainer.loss import linear_cross_entropy  # noqa: E402
-from opentune_trainer.model import ModelConfig  # noqa: E402
+from opentune_trainer.model import ModelConfig, compile_blocks  # noqa: E402
 
 CONFIGS = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
@@ -55,8 +55,7 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
     model.checkpointing = ckpt
     model.train()
     if COMPILE:
-        for block in model.model.layers:
-            block.compile()
+        compile_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
     x = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from . import attention
 
@@ -79,7 +80,8 @@ class ModelConfig:
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     """Inverse frequencies exactly as transformers computes them (default, linear, llama3)."""
     hd = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    # explicit CPU: this also runs inside `with torch.device("meta")` when models are built empty
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device="cpu").float() / hd))
     rs = cfg.rope_scaling or {}
     kind = rs.get("rope_type") or rs.get("type") or "default"
     if kind == "default":
@@ -214,6 +216,22 @@ class LlamaForCausalLM(nn.Module):
 
     def logits(self, tokens, pos=None, doc=None) -> torch.Tensor:
         return self.lm_head(self(tokens, pos, doc)).float()
+
+
+def compile_blocks(model: LlamaForCausalLM) -> bool:
+    """torch.compile each decoder block in place (names unchanged); False where unavailable.
+    Per block, not the whole model: one small graph reused by every layer compiles fast and
+    leaves the chunked loss and the Python step loop alone."""
+    if not hasattr(nn.Module, "compile"):  # torch < 2.2
+        return False
+    import torch._dynamo
+    # torch < 2.5 guards on each block's identity: one cache entry per layer, so lift the
+    # default limit of 8 or the deeper layers silently fall back to eager
+    cfg = torch._dynamo.config
+    cfg.cache_size_limit = max(cfg.cache_size_limit, 4 * len(model.model.layers))
+    for block in model.model.layers:
+        block.compile()
+    return True
 
 
 def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:

@@ -60,5 +60,6 @@ def load(output_dir: str, fingerprint: str) -> Optional[Dict[str, Any]]:
             continue
         if info.get("fingerprint") != fingerprint:
             return None
-        return torch.load(os.path.join(d, "state.pt"), map_location="cpu")
+        # our own file (optimizer state, RNG tensors): no need for torch ≥ 2.6's weights_only filter
+        return torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
     return None

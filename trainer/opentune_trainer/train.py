@@ -23,6 +23,7 @@ import torch
 from . import checkpoint, data, state
 from .lora import apply_lora
 from .loss import linear_cross_entropy
+from .model import compile_blocks
 from .protocol import JobError, emit, log
 from .spec import Spec
 
@@ -46,11 +47,21 @@ def is_oom(e: BaseException) -> bool:
     return (oom is not None and isinstance(e, oom)) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
+def _available_ram() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return float("inf")  # not Linux: let the allocator be the judge
+
+
 class Trainer:
     def __init__(self, spec: Spec):
         self.spec, self.hp = spec, spec.hp
         self.stop = False
         self.rng_at_step = None
+        self.saved_step: Optional[int] = None  # step of the state on disk, if any
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -84,9 +95,8 @@ class Trainer:
             apply_lora(self.model, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        if cuda and hasattr(torch.nn.Module, "compile") and os.environ.get("OPENTUNE_COMPILE", "1") != "0":
-            for block in self.model.model.layers:
-                block.compile()  # per block: fuses norm/RoPE/SwiGLU/LoRA adds, keeps HF names
+        if cuda and os.environ.get("OPENTUNE_COMPILE", "1") != "0":
+            compile_blocks(self.model)  # fuses norm/RoPE/SwiGLU/LoRA adds
         self.opt = self._optimizer()
         n = len(self.train_split)
         self.steps_per_epoch = math.ceil(n / hp.batch_size)
@@ -112,9 +122,7 @@ class Trainer:
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         else:
-            with open("/proc/meminfo") as f:
-                info = dict(line.split(":", 1) for line in f)
-            free = int(info.get("MemAvailable", "0 kB").split()[0]) * 1024 or float("inf")
+            free = _available_ram()
         if need > free:
             raise JobError("model_too_large", f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
                            f"{free / 2**30:.1f} GiB free on {self.device.type}")
@@ -149,6 +157,7 @@ class Trainer:
         self.opt.load_state_dict(payload["optimizer"])
         self.step, self.micro, self.last = payload["step"], payload["micro"], payload["last"]
         state.set_rng_state(payload["rng"])
+        self.saved_step = self.step
         log(f"resumed from step {self.step}")
 
     # ---------------------------------------------------------------- steps
@@ -269,7 +278,10 @@ class Trainer:
         return 0
 
     def _stopped(self) -> int:
-        self.save_state()
+        if self.saved_step == self.step:  # stopped before any new step: the state on disk is current
+            emit("state_saved", step=self.step, dir=os.path.join(os.path.abspath(self.spec.output_dir), "state"))
+        else:
+            self.save_state()
         emit("finished", step=self.step, status="stopped")
         return 3
 
@@ -300,6 +312,7 @@ class Trainer:
         info = {"fingerprint": self.fingerprint, "step": self.step, "epoch": epoch, "step_in_epoch": k,
                 "seed": self.spec.seed, "job_id": self.spec.job_id}
         d = state.save(os.path.abspath(self.spec.output_dir), payload, info)
+        self.saved_step = self.step
         emit("state_saved", step=self.step, dir=d)
 
     def request_stop(self, *_args) -> None:

@@ -192,3 +192,9 @@ def test_sigterm_saves_state_and_resume_matches(tmp_path, tiny_dir, long_run):
     stopped_at = tail[-1]["step"]
     assert 2 <= stopped_at < 96 and tail[-2]["step"] == stopped_at
     _resume_and_compare(spec, long_lines, stopped_at)
+
+
+def test_unreadable_spec_is_internal_error(tmp_path):
+    (tmp_path / "spec.json").write_text("{not json")
+    code, lines, _ = run_cli("train", "--spec", str(tmp_path / "spec.json"))
+    assert code == 1 and lines[-1]["type"] == "error" and lines[-1]["code"] == "internal_error"
