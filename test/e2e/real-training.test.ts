@@ -1,0 +1,143 @@
+// End to end with the real trainer (Python + PyTorch on CPU) and the real openai client against a
+// listening service: upload, fine-tune opentune/tiny-llama (LoRA and full), read every checkpoint
+// through the seed endpoint, download the weights and check they are what PEFT/HF expect.
+import assert from 'node:assert/strict'
+import { createReadStream, readFileSync } from 'node:fs'
+import { mkdir, writeFile, copyFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import OpenAI from 'openai'
+import { startService, type Service } from '../../src/server.js'
+import { createKey, ensureProject } from '../../src/projects/keys.store.js'
+import { expectSpec } from '../contract.js'
+import { testConfig } from '../helper.js'
+
+const ROOT = join(import.meta.dirname, '..', '..')
+const EXAMPLES = join(ROOT, 'examples', 'data')
+const TINY = JSON.parse(readFileSync(join(ROOT, 'models', 'opentune', 'tiny-llama', 'config.json'), 'utf8'))
+// A random-initialised tiny model needs a large learning rate to move within a few dozen steps.
+const HP = { n_epochs: 3, batch_size: 8, learning_rate: 3e-3, packing: false }
+
+type Header = Record<string, { dtype: string, shape: number[] }>
+function safetensorsHeader (bytes: Buffer): Header {
+  const length = Number(bytes.readBigUInt64LE(0))
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Header & { __metadata__?: unknown }
+  delete header.__metadata__
+  return header
+}
+
+describe('real training through the openai client', () => {
+  let service: Service
+  let client: OpenAI
+  let cleanup: () => Promise<void>
+  let trainingFile: string
+  let validationFile: string
+
+  before(async () => {
+    const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu' })
+    cleanup = made.cleanup
+    service = await startService({ ...made.config, port: 0 })
+    const project = await ensureProject(service.ctx.db, 'e2e')
+    client = new OpenAI({ apiKey: (await createKey(service.ctx.db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
+    trainingFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'train.jsonl')), purpose: 'fine-tune' })).id
+    validationFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'valid.jsonl')), purpose: 'fine-tune' })).id
+  })
+  after(async () => {
+    await service.close()
+    await cleanup()
+  })
+
+  async function finished (jobId: string) {
+    for (;;) {
+      const job = await client.fineTuning.jobs.retrieve(jobId)
+      if (['succeeded', 'failed', 'cancelled'].includes(job.status)) return job
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+  }
+
+  async function checkpointsOf (jobId: string) {
+    const list = []
+    for await (const c of client.fineTuning.jobs.checkpoints.list(jobId)) list.push(c as typeof c & { result_files: string[] })
+    return list
+  }
+
+  async function download (fileId: string) {
+    const meta = await client.files.retrieve(fileId)
+    const bytes = Buffer.from(await (await client.files.content(fileId)).arrayBuffer())
+    assert.equal(bytes.length, meta.bytes)
+    return { name: meta.filename.split('/')[1] ?? '', bytes }
+  }
+
+  for (const lora of [true, false]) {
+    it(`fine-tunes with lora: ${lora} and serves real checkpoints`, async () => {
+      const job = await client.fineTuning.jobs.create({
+        model: 'opentune/tiny-llama', training_file: trainingFile, validation_file: validationFile,
+        hyperparameters: { ...HP, lora, lora_r: 8, lora_alpha: 16 } as never,
+      })
+      const done = await finished(job.id)
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
+      const checkpoints = await checkpointsOf(job.id)
+      assert.equal(checkpoints.length, 3)
+      const steps = checkpoints.map(c => c.step_number)
+      assert.deepEqual(steps, [...steps].sort((a, b) => a - b))
+      const first = checkpoints[0]!.metrics
+      const last = checkpoints[2]!.metrics
+      assert.ok(last.train_loss! < first.train_loss!, `train loss fell: ${first.train_loss} → ${last.train_loss}`)
+      assert.ok(last.full_valid_loss! < first.full_valid_loss!, 'validation loss fell')
+      for (const c of checkpoints) {
+        for (const k of ['valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy'] as const) {
+          assert.equal(typeof c.metrics[k], 'number', `${k} at step ${c.step_number}`)
+        }
+        const res = await fetch(`${service.url}/v1/fine_tuning/jobs/${job.id}/checkpoints/${c.id}`, { headers: { authorization: `Bearer ${client.apiKey}` } })
+        const body = await res.json()
+        expectSpec('GET', '/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}', { statusCode: res.status, json: () => body }, { seed: true })
+        const files = await Promise.all(c.result_files.map(download))
+        const byName = new Map(files.map(f => [f.name, f.bytes]))
+        if (lora) checkAdapter(byName)
+        else checkFullWeights(byName)
+      }
+      assert.equal(done.fine_tuned_model, checkpoints[2]!.fine_tuned_model_checkpoint)
+    })
+  }
+
+  it('fails a job whose model folder has no weights', async () => {
+    const dir = join(service.ctx.config.modelsDir, 'acme', 'no-weights')
+    await mkdir(dir, { recursive: true })
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(ROOT, 'models', 'opentune', 'tiny-llama', f), join(dir, f))
+    await writeFile(join(dir, 'README.md'), 'no weights here\n')
+    const job = await client.fineTuning.jobs.create({ model: 'acme/no-weights', training_file: trainingFile, hyperparameters: HP as never })
+    const done = await finished(job.id)
+    assert.equal(done.status, 'failed')
+    assert.equal(done.error?.code, 'invalid_model')
+    assert.match(done.error?.message ?? '', /safetensors/)
+  })
+})
+
+function checkAdapter (files: Map<string, Buffer>) {
+  const config = JSON.parse(files.get('adapter_config.json')!.toString())
+  assert.equal(config.peft_type, 'LORA')
+  assert.equal(config.r, 8)
+  assert.equal(config.lora_alpha, 16)
+  const header = safetensorsHeader(files.get('adapter_model.safetensors')!)
+  const { hidden_size: h, intermediate_size: ffn, num_attention_heads: heads, num_key_value_heads: kv, head_dim: hd, num_hidden_layers: layers } = TINY
+  const out: Record<string, [number, number]> = {
+    'self_attn.q_proj': [heads * hd, h], 'self_attn.k_proj': [kv * hd, h], 'self_attn.v_proj': [kv * hd, h], 'self_attn.o_proj': [h, heads * hd],
+    'mlp.gate_proj': [ffn, h], 'mlp.up_proj': [ffn, h], 'mlp.down_proj': [h, ffn],
+  }
+  assert.equal(Object.keys(header).length, layers * 7 * 2)
+  for (let i = 0; i < layers; i++) {
+    for (const [module, [outDim, inDim]] of Object.entries(out)) {
+      const prefix = `base_model.model.model.layers.${i}.${module}`
+      assert.deepEqual(header[`${prefix}.lora_A.weight`]?.shape, [8, inDim], `${prefix}.lora_A`)
+      assert.deepEqual(header[`${prefix}.lora_B.weight`]?.shape, [outDim, 8], `${prefix}.lora_B`)
+    }
+  }
+}
+
+function checkFullWeights (files: Map<string, Buffer>) {
+  assert.equal(JSON.parse(files.get('config.json')!.toString()).model_type, 'llama')
+  const header = safetensorsHeader(files.get('model.safetensors')!)
+  assert.deepEqual(header['model.embed_tokens.weight']?.shape, [TINY.vocab_size, TINY.hidden_size])
+  assert.deepEqual(header['model.layers.0.self_attn.q_proj.weight']?.shape, [TINY.num_attention_heads * TINY.head_dim, TINY.hidden_size])
+  assert.ok(header['model.norm.weight'])
+}
