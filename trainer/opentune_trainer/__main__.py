@@ -35,9 +35,24 @@ def main(argv=None) -> int:
     return train(args.spec)
 
 
+def stop_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the service dies (even by SIGKILL): the trainer then saves its
+    state and exits, instead of training on as an orphan beside the runner that resumes the job."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except OSError:
+        pass  # not glibc: the lease still hands the job over, the orphan just runs to its end
+
+
 def train(spec_path: str) -> int:
     from . import protocol
     protocol.claim_stdout()
+    stop_with_parent()
     try:
         from .spec import load_spec
         from .train import run
