@@ -9,7 +9,7 @@ import glob
 import json
 import os
 import shutil
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -64,6 +64,29 @@ def weights_bytes(files: List[str]) -> int:
             if k != "__metadata__":
                 total += v["data_offsets"][1] - v["data_offsets"][0]
     return total
+
+
+def check_fits(weight_bytes: int, cfg: ModelConfig, lora: bool, device: torch.device) -> Optional[str]:
+    """Why the model cannot train on `device` (None when it can): weights + optimizer vs free memory.
+    LoRA keeps the frozen base in bf16 on CUDA (float32 on CPU); full fine-tuning needs float32
+    weights, gradients and two AdamW moments: 16 bytes per parameter. Activations come on top."""
+    n_params = weight_bytes / (2 if cfg.torch_dtype in ("bfloat16", "float16") else 4)
+    per_param = 16 if not lora else (2 if device.type == "cuda" else 4)
+    need = n_params * per_param * 1.1
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _available_ram()
+    if need <= free:
+        return None
+    return (f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
+            f"{free / 2**30:.1f} GiB free on {device.type}")
+
+
+def _available_ram() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return float("inf")  # not Linux: let the allocator be the judge
 
 
 def build_model(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> LlamaForCausalLM:

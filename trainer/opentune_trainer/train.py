@@ -47,15 +47,6 @@ def is_oom(e: BaseException) -> bool:
     return (oom is not None and isinstance(e, oom)) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
-def _available_ram() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return float("inf")  # not Linux: let the allocator be the judge
-
-
 class Trainer:
     def __init__(self, spec: Spec):
         self.spec, self.hp = spec, spec.hp
@@ -80,7 +71,9 @@ class Trainer:
         try:
             _, cfg = checkpoint.read_config(spec.model_dir)
             files = checkpoint.weight_files(spec.model_dir)
-            self._check_fits(checkpoint.weights_bytes(files), cfg)
+            too_large = checkpoint.check_fits(checkpoint.weights_bytes(files), cfg, hp.lora, self.device)
+            if too_large:
+                raise JobError("model_too_large", too_large)
         except checkpoint.ModelError as e:
             raise JobError("invalid_model", str(e)) from None
         self.train_split = self._load_split(spec.train_data, cfg, "invalid_training_file")
@@ -114,18 +107,6 @@ class Trainer:
             return data.Split(path, cfg.vocab_size, cfg.max_position_embeddings)
         except data.DataError as e:
             raise JobError(code, f"{os.path.basename(path.rstrip('/'))}: {e}") from None
-
-    def _check_fits(self, weight_bytes: int, cfg) -> None:
-        n_params = weight_bytes / 2 if cfg.torch_dtype in ("bfloat16", "float16") else weight_bytes / 4
-        per_param = 16 if not self.hp.lora else (2 if self.amp else 4)  # full: fp32 weight+grad+2 moments
-        need = n_params * per_param * 1.1
-        if self.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.device)[0]
-        else:
-            free = _available_ram()
-        if need > free:
-            raise JobError("model_too_large", f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
-                           f"{free / 2**30:.1f} GiB free on {self.device.type}")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.params if p.dim() >= 2]  # matrices decay; norms and biases do not

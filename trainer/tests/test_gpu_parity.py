@@ -42,7 +42,7 @@ def hf_model(tmp_path, arch):
         for n, p in model.named_parameters():
             if n.endswith("norm.weight") or n.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(str(tmp_path), safe_serialization=True)
+    model.save_pretrained(str(tmp_path))  # safetensors by default
     return model.cuda().eval()
 
 

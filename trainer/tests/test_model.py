@@ -142,3 +142,11 @@ def test_architectures_load_and_pack(tmp_path, arch):
         assert back.model.layers[0].self_attn.q_proj.bias is not None
     if arch == "qwen3":
         assert back.model.layers[0].self_attn.q_norm.weight.shape == (48,)
+
+
+def test_model_too_large_is_refused_before_loading(tiny_dir):
+    _, cfg = checkpoint.read_config(tiny_dir)
+    cpu = torch.device("cpu")
+    assert checkpoint.check_fits(4 * 10**6, cfg, lora=True, device=cpu) is None
+    why = checkpoint.check_fits(4 * 10**15, cfg, lora=False, device=cpu)  # a 1e15-parameter model
+    assert why is not None and "GiB" in why
