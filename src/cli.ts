@@ -1,18 +1,22 @@
 #!/usr/bin/env node
 // opentune — the command line: `serve` runs the service; `keys` manages projects and API keys.
 //   opentune serve
+//   opentune runner                           (training only, for other machines)
 //   opentune keys create --project <name>     (prints the new key as the last line)
 //   opentune keys list
 //   opentune keys revoke <prefix>
 //   opentune migrate
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
+import { makeModelCatalog } from './models/catalog.js'
 import { openStore } from './db/connect.js'
 import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
-import { closeOnSignals, startService } from './server.js'
+import { closeOnSignals, startRunnerOnly, startService } from './server.js'
 
 const USAGE = `usage:
   opentune serve                           run the API (and training) service
+  opentune runner                          run only the training runner (same database and data dir)
+  opentune data check <file.jsonl> --model <id>   validate a dataset and count its tokens
   opentune keys create --project <name>    create a project if needed and print a new API key
   opentune keys list                       list keys (prefixes only)
   opentune keys revoke <prefix>            revoke keys starting with <prefix>
@@ -29,6 +33,14 @@ async function main (argv: string[]): Promise<number> {
       closeOnSignals(service)
       return -1 // keep running
     }
+    case 'runner': {
+      const service = await startRunnerOnly(config)
+      closeOnSignals(service)
+      return -1
+    }
+    case 'data':
+      if (sub !== 'check') break
+      return await dataCheck(config, rest)
     case 'migrate': {
       const store = await openStore(config)
       await store.close()
@@ -37,10 +49,26 @@ async function main (argv: string[]): Promise<number> {
     }
     case 'keys':
       return await keysCommand(config, sub, rest)
-    default:
-      console.error(USAGE)
-      return command === undefined || command === 'help' || command === '--help' ? 0 : 2
   }
+  console.error(USAGE)
+  return command === undefined || command === 'help' || command === '--help' ? 0 : 2
+}
+
+// `--model <id>` is resolved like a job's model; everything else goes to the data pipeline's command.
+async function dataCheck (config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  const i = args.indexOf('--model')
+  if (i >= 0) {
+    const id = args[i + 1] ?? ''
+    const model = makeModelCatalog(config.modelsDir, config.builtinModelsDir).find(id)
+    if (!model) {
+      console.error(`unknown model '${id}': use opentune/tiny-llama or a folder under ${config.modelsDir}`)
+      return 2
+    }
+    args = [...args.slice(0, i), '--model-dir', model.dir, ...args.slice(i + 2)]
+  }
+  const modulePath = './data/check-command.js' // TEMP until the data pipeline's command lands
+  const { dataCheckCommand } = await import(modulePath) as { dataCheckCommand: (a: string[]) => Promise<number> }
+  return await dataCheckCommand(args)
 }
 
 async function keysCommand (config: ReturnType<typeof loadConfig>, sub: string | undefined, rest: string[]): Promise<number> {

@@ -71,7 +71,9 @@ describe('real training through the openai client', () => {
   for (const lora of [true, false]) {
     it(`fine-tunes with lora: ${lora} and serves real checkpoints`, async () => {
       const job = await client.fineTuning.jobs.create({
-        model: 'opentune/tiny-llama', training_file: trainingFile, validation_file: validationFile,
+        model: 'opentune/tiny-llama',
+        training_file: trainingFile,
+        validation_file: validationFile,
         hyperparameters: { ...HP, lora, lora_r: 8, lora_alpha: 16 } as never,
       })
       const done = await finished(job.id)
@@ -121,8 +123,13 @@ function checkAdapter (files: Map<string, Buffer>) {
   const header = safetensorsHeader(files.get('adapter_model.safetensors')!)
   const { hidden_size: h, intermediate_size: ffn, num_attention_heads: heads, num_key_value_heads: kv, head_dim: hd, num_hidden_layers: layers } = TINY
   const out: Record<string, [number, number]> = {
-    'self_attn.q_proj': [heads * hd, h], 'self_attn.k_proj': [kv * hd, h], 'self_attn.v_proj': [kv * hd, h], 'self_attn.o_proj': [h, heads * hd],
-    'mlp.gate_proj': [ffn, h], 'mlp.up_proj': [ffn, h], 'mlp.down_proj': [h, ffn],
+    'self_attn.q_proj': [heads * hd, h],
+    'self_attn.k_proj': [kv * hd, h],
+    'self_attn.v_proj': [kv * hd, h],
+    'self_attn.o_proj': [h, heads * hd],
+    'mlp.gate_proj': [ffn, h],
+    'mlp.up_proj': [ffn, h],
+    'mlp.down_proj': [h, ffn],
   }
   assert.equal(Object.keys(header).length, layers * 7 * 2)
   for (let i = 0; i < layers; i++) {
