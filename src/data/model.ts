@@ -3,7 +3,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Template } from '@huggingface/jinja'
 import { Tokenizer } from 'tokenizers'
+import { readAddedTokens } from './added-tokens.js'
 import { isObject, type JsonObject } from './json-values.js'
+import { SegmentTokenizer } from './segment-tokenizer.js'
 
 /** The model folder cannot be used (no tokenizer, unreadable config). The runner maps it to `invalid_model`. */
 export class ModelFolderError extends Error {
@@ -27,6 +29,8 @@ export interface ModelTokenizer {
   eosId: number | null
   /** Strings of the tokenizer's special added tokens; user text must not smuggle them into chats. */
   specialTokens: string[]
+  /** The fast exact tokenization path, or null when this tokenizer needs whole texts (see SegmentTokenizer). */
+  segmenter: SegmentTokenizer | null
   /** What the tokenizer's post-processor wraps a lone sequence in (Llama: BOS before; Qwen: nothing). */
   sequencePrefixIds: number[]
   sequenceSuffixIds: number[]
@@ -49,6 +53,7 @@ export async function loadModelTokenizer (dir: string): Promise<ModelTokenizer> 
   const eosToken = specialTokenVars.eos_token ?? null
   const bosToken = specialTokenVars.bos_token ?? null
   const { prefix, suffix } = await probeSequenceWrapping(tokenizer)
+  const added = await readAddedTokens(tokenizerPath)
   return {
     dir,
     tokenizer,
@@ -57,7 +62,8 @@ export async function loadModelTokenizer (dir: string): Promise<ModelTokenizer> 
     bosId: bosToken === null ? null : tokenizer.tokenToId(bosToken),
     eosToken,
     eosId: eosToken === null ? null : tokenizer.tokenToId(eosToken),
-    specialTokens: await readSpecialTokens(tokenizerConfig, tokenizerPath),
+    specialTokens: added.tokens.filter((token) => token.special).map((token) => token.content),
+    segmenter: await SegmentTokenizer.create(tokenizer, added),
     sequencePrefixIds: prefix,
     sequenceSuffixIds: suffix,
     maxPositionEmbeddings: readModelNumber(modelConfig, 'max_position_embeddings'),
@@ -120,19 +126,6 @@ function parseChatTemplates (source: unknown): Map<string, Template> {
     }
   }
   return templates
-}
-
-async function readSpecialTokens (config: JsonObject, tokenizerPath: string): Promise<string[]> {
-  let entries: unknown[] = []
-  if (isObject(config.added_tokens_decoder)) {
-    entries = Object.values(config.added_tokens_decoder)
-  } else {
-    // Older folders only list added tokens in tokenizer.json (parsed again here: ~50 ms, once per job).
-    const tokenizerJson = await readJsonObject(tokenizerPath)
-    if (tokenizerJson !== null && Array.isArray(tokenizerJson.added_tokens)) entries = tokenizerJson.added_tokens
-  }
-  return entries.flatMap((entry) =>
-    isObject(entry) && entry.special === true && typeof entry.content === 'string' ? [entry.content] : [])
 }
 
 /** Learns which ids `add_special_tokens=True` puts around a sequence, by encoding a probe both ways. */

@@ -1,55 +1,35 @@
-import type { ChatRenderer } from './chat-template.js'
+import type { ChatRenderer, Span } from './chat-template.js'
 import { IGNORE_INDEX, type DatasetExample, type TokenizedDoc } from './examples.js'
 import type { ModelTokenizer } from './model.js'
+import type { SegmentTokenizer } from './segment-tokenizer.js'
 
-/** A run of an example: text to tokenize, or ids known already; trained or not. */
-interface Piece { text?: string, ids?: readonly number[], trained: boolean }
+/** An example ready for the tokenizer: rendered text, its trained character spans, ids around it. */
+export interface TokenPlan {
+  line: number
+  text: string
+  spans: Span[]
+  /** Untrained ids before the text (BOS for raw formats on Llama-like tokenizers). */
+  prefixIds: readonly number[]
+  /** Trained ids after the text (EOS for raw formats), so the model learns to stop. */
+  suffixIds: readonly number[]
+}
 
-/** An example ready for the tokenizer: its pieces, in order. `wrapped`: BOS/EOS added by us, not by a template. */
-export interface TokenPlan { line: number, pieces: Piece[], wrapped: boolean }
+interface Run { ids: readonly number[], trained: boolean }
 
-/**
- * Splits an example into trained and untrained pieces. Each piece is tokenized on its own, so a
- * trained turn starts on a token boundary exactly where inference would start generating (after the
- * generation prompt), never inside a token merged across the boundary.
- */
 export function planExample (example: DatasetExample, model: ModelTokenizer, renderer: ChatRenderer | null): TokenPlan {
   const line = example.line
   switch (example.format) {
     case 'chat': {
       if (renderer === null) throw new Error('chat examples need a chat renderer')
       const { text, spans } = renderer.render(example)
-      const pieces: Piece[] = []
-      let at = 0
-      for (const [start, end] of spans) {
-        if (start > at) pieces.push({ text: text.slice(at, start), trained: false })
-        pieces.push({ text: text.slice(start, end), trained: true })
-        at = end
-      }
-      if (at < text.length) pieces.push({ text: text.slice(at), trained: false })
-      return { line, pieces, wrapped: false }
+      return { line, text, spans, prefixIds: [], suffixIds: [] }
     }
-    // Raw formats get what the tokenizer's post-processor adds (Llama: BOS) and EOS at the end, so
-    // the model learns to stop; the prompt is tokenized apart from the completion, as at inference.
-    case 'prompt_completion': return {
-      line,
-      wrapped: true,
-      pieces: [
-        { ids: model.sequencePrefixIds, trained: false },
-        { text: example.prompt, trained: false },
-        { text: example.completion, trained: true },
-        { ids: eosIds(model), trained: true },
-      ],
+    // Raw formats get what the tokenizer's post-processor adds (Llama: BOS) and EOS at the end.
+    case 'prompt_completion': {
+      const text = example.prompt + example.completion
+      return { line, text, spans: [[example.prompt.length, text.length]], prefixIds: model.sequencePrefixIds, suffixIds: eosIds(model) }
     }
-    case 'text': return {
-      line,
-      wrapped: true,
-      pieces: [
-        { ids: model.sequencePrefixIds, trained: true },
-        { text: example.text, trained: true },
-        { ids: eosIds(model), trained: true },
-      ],
-    }
+    case 'text': return { line, text: example.text, spans: [[0, example.text.length]], prefixIds: model.sequencePrefixIds, suffixIds: eosIds(model) }
     case 'pretokenized': throw new Error('pretokenized examples need no plan')
   }
 }
@@ -58,40 +38,80 @@ function eosIds (model: ModelTokenizer): number[] {
   return model.eosId === null ? model.sequenceSuffixIds : [model.eosId]
 }
 
-/** Tokenizes many plans in one native call (`encodeBatch` spreads it over all cores). */
+/** Tokenizes a batch of plans: one native call spread over all cores. */
 export async function tokenizePlans (model: ModelTokenizer, plans: readonly TokenPlan[]): Promise<TokenizedDoc[]> {
-  const texts: string[] = []
-  for (const plan of plans) {
-    for (const piece of plan.pieces) if (piece.text !== undefined && piece.text !== '') texts.push(piece.text)
-  }
-  const encodings = texts.length === 0 ? [] : await model.tokenizer.encodeBatch(texts, { addSpecialTokens: false })
-  let next = 0
-  return plans.map((plan) => {
-    const runs = plan.pieces.map((piece) => {
-      if (piece.text === undefined) return { ids: piece.ids ?? [], trained: piece.trained }
-      if (piece.text === '') return { ids: [], trained: piece.trained }
-      return { ids: (encodings[next++] as { getIds: () => number[] }).getIds(), trained: piece.trained }
-    })
-    return assembleDoc(plan.line, plan.wrapped ? dedupeBoundaryIds(runs, model) : runs)
+  if (plans.length === 0) return []
+  const bodies = model.segmenter === null ? await runsFromWholeTexts(model, plans) : await runsFromPieces(model.segmenter, plans)
+  return plans.map((plan, i) => {
+    const runs = trimDuplicateMarkers(bodies[i] as Run[], plan, model)
+    return assembleDoc(plan.line, [{ ids: runs.prefix, trained: false }, ...runs.body, { ids: runs.suffix, trained: true }])
   })
 }
 
 /**
- * Raw text that already starts with BOS (or ends with EOS) must not get a second one: drops the
- * added id when the text's own tokens repeat it.
+ * Exact, fast path: the text is cut at span boundaries and each piece tokenized on its own, so a
+ * trained turn starts on a token boundary exactly where inference starts generating (after the
+ * generation prompt), never inside a token merged across the boundary.
  */
-function dedupeBoundaryIds (runs: Array<{ ids: readonly number[], trained: boolean }>, model: ModelTokenizer): Array<{ ids: readonly number[], trained: boolean }> {
-  const first = runs[0]
-  const second = runs[1]
-  if (first !== undefined && second !== undefined && first.ids.length === 1 && first.ids[0] === second.ids[0] && first.ids[0] === model.bosId) {
-    runs = runs.slice(1)
+async function runsFromPieces (segmenter: SegmentTokenizer, plans: readonly TokenPlan[]): Promise<Run[][]> {
+  const texts: string[] = []
+  const shapes: boolean[][] = plans.map((plan) => {
+    const trained: boolean[] = []
+    let at = 0
+    const push = (end: number, isTrained: boolean): void => {
+      if (end > at) {
+        texts.push(plan.text.slice(at, end))
+        trained.push(isTrained)
+      }
+      at = end
+    }
+    for (const [start, end] of plan.spans) {
+      push(start, false)
+      push(end, true)
+    }
+    push(plan.text.length, false)
+    return trained
+  })
+  const ids = await segmenter.encodeAll(texts)
+  let next = 0
+  return shapes.map((trained) => trained.map((isTrained) => ({ ids: ids[next++] as number[], trained: isTrained })))
+}
+
+/**
+ * For tokenizers whose pieces depend on position (SentencePiece-style prefix on the first piece
+ * only): tokenize the whole text, and train the tokens that start inside a span.
+ */
+async function runsFromWholeTexts (model: ModelTokenizer, plans: readonly TokenPlan[]): Promise<Run[][]> {
+  const encodings = await model.tokenizer.encodeBatch(plans.map((plan) => plan.text), { addSpecialTokens: false })
+  return plans.map((plan, i) => {
+    const encoding = encodings[i] as { getIds: () => number[], getOffsets: () => number[][] }
+    const ids = encoding.getIds()
+    const offsets = encoding.getOffsets()
+    const spans = plan.spans.map(([start, end]) => [codePointIndex(plan.text, start), codePointIndex(plan.text, end)] as const)
+    return ids.map((id, t) => {
+      const start = (offsets[t] as number[])[0] as number
+      return { ids: [id], trained: spans.some(([s, e]) => start >= s && start < e) }
+    })
+  })
+}
+
+/** The tokenizer's offsets count code points; JS strings count UTF-16 units. */
+function codePointIndex (text: string, utf16Index: number): number {
+  let surrogatePairs = 0
+  for (let i = 0; i < utf16Index; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff) surrogatePairs++
   }
-  const last = runs[runs.length - 1]
-  const beforeLast = runs[runs.length - 2]
-  if (last !== undefined && beforeLast !== undefined && last.ids.length === 1 && last.ids[0] === beforeLast.ids[beforeLast.ids.length - 1] && last.ids[0] === model.eosId) {
-    runs = runs.slice(0, -1)
-  }
-  return runs
+  return utf16Index - surrogatePairs
+}
+
+/** Raw text that already starts with BOS (or ends with EOS) must not get a second one. */
+function trimDuplicateMarkers (body: Run[], plan: TokenPlan, model: ModelTokenizer): { prefix: readonly number[], body: Run[], suffix: readonly number[] } {
+  const first = body.find((run) => run.ids.length > 0)?.ids[0]
+  const last = body.findLast((run) => run.ids.length > 0)?.ids.at(-1)
+  const prefix = plan.prefixIds.length === 1 && plan.prefixIds[0] === first && first === model.bosId ? [] : plan.prefixIds
+  const suffix = plan.suffixIds.length === 1 && plan.suffixIds[0] === last && last === model.eosId ? [] : plan.suffixIds
+  return { prefix, body, suffix }
 }
 
 /** Concatenates runs and pre-shifts the labels: targets[i] = label of token i+1 (trained) or -100. */
