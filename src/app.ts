@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto'
 import multipart from '@fastify/multipart'
 import swagger from '@fastify/swagger'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import sjson from 'secure-json-parse'
 import type { AppContext } from './context.js'
 import { errors, InvalidJsonError } from './errors.js'
@@ -22,13 +22,13 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
 export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: opts.logger ?? { level: ctx.config.logLevel },
-    disableRequestLogging: true, // one line per request, written in onResponse below
+    logController: new LogController({ disableRequestLogging: true }), // one line per request, written in onResponse below
     bodyLimit: ctx.config.maxJsonBodyBytes,
     routerOptions: { maxParamLength: 20_000 }, // long ids reach the handler and get the same 404 as any unknown id
     requestIdHeader: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id']
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomBytes(12).toString('hex')}`
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomHex24()}`
     },
     ajv: { customOptions: { strict: false } },
   })
@@ -67,6 +67,16 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   await app.register(jobsRoutes, { ctx })
   await app.register(modelsRoutes, { ctx })
   return app
+}
+
+// randomBytes(12) per request was 3-4% of a checkpoint GET's CPU (docs/benchmarks.md): it is the
+// call, not the bytes, that costs, so they are drawn 4 KiB at a time.
+let pool = Buffer.alloc(0)
+let used = 0
+function randomHex24 (): string {
+  if (used + 12 > pool.length) { pool = randomBytes(4096); used = 0 }
+  used += 12
+  return pool.toString('hex', used - 12, used)
 }
 
 function hasBody (headers: Record<string, unknown>): boolean {

@@ -65,7 +65,7 @@ async function importBlob (ctx: AppContext, path: string, id: string): Promise<n
 // --- per-step metrics, kept as JSON lines in the job dir and published as CSV at the end -------
 
 const CSV_COLUMNS = ['step', 'epoch', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy',
-  'full_valid_loss', 'full_valid_mean_token_accuracy', 'learning_rate', 'tokens'] as const
+  'full_valid_loss', 'full_valid_mean_token_accuracy', 'learning_rate', 'tokens', 'step_time_s'] as const
 
 export async function readMetricsLog (path: string): Promise<Array<Record<string, unknown>>> {
   const text = await readFile(path, 'utf8').catch(() => '')
@@ -79,7 +79,7 @@ export async function truncateMetricsLog (path: string, keepUpToStep: number): P
 }
 
 export function metricsLogLine (line: MetricsLine): string {
-  return JSON.stringify({ step: line.step, epoch: line.epoch, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy, learning_rate: line.learning_rate, tokens: line.tokens }) + '\n'
+  return JSON.stringify({ step: line.step, epoch: line.epoch, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy, learning_rate: line.learning_rate, tokens: line.tokens, step_time_s: line.step_time_s }) + '\n'
 }
 
 /** The job's result file: one CSV row per optimizer step, validation columns filled at checkpoints. */

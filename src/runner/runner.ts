@@ -25,7 +25,8 @@ export class Runner {
   readonly #training = new Map<string, Promise<void>>()
   #validating: Promise<void> | null = null
   #timer: NodeJS.Timeout | undefined
-  #ticking = false
+  #tick: Promise<void> | null = null
+  #again = false
   readonly #shutdown = new AbortController()
 
   constructor (ctx: AppContext, opts: RunnerOptions) {
@@ -39,28 +40,41 @@ export class Runner {
     this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
     const loop = () => {
       this.tick().catch((err: unknown) => this.#opts.log.error({ err }, 'runner tick failed'))
-        .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, this.#opts.pollMs ?? 1000) })
+        .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, this.#opts.pollMs ?? 500) })
     }
     loop()
   }
 
-  /** One pass: start validating one job and fill the free training slots. Background loops never throw. */
-  async tick (): Promise<void> {
-    if (this.#ticking || this.#shutdown.signal.aborted) return
-    this.#ticking = true
-    try {
-      const { db, store } = this.#ctx
-      if (!this.#validating) {
-        const job = await claimJob(db, store.dialect, 'validate', this.id, this.#leaseMs)
-        if (job) this.#validating = this.#validate(job).finally(() => { this.#validating = null })
-      }
-      while (this.#training.size < this.#ctx.config.maxConcurrentJobs && !this.#shutdown.signal.aborted) {
-        const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs)
-        if (!job) break
-        this.#training.set(job.id, this.#train(job).finally(() => this.#training.delete(job.id)))
-      }
-    } finally {
-      this.#ticking = false
+  /**
+   * One pass: start validating one job and fill the free training slots. A call while a pass runs
+   * joins it and makes it go round once more, so nothing asked for in between is missed.
+   */
+  tick (): Promise<void> {
+    if (this.#tick) {
+      this.#again = true
+      return this.#tick
+    }
+    this.#tick = (async () => {
+      do {
+        this.#again = false
+        await this.#pass()
+      } while (this.#again)
+    })().finally(() => { this.#tick = null })
+    return this.#tick
+  }
+
+  async #pass (): Promise<void> {
+    const { db, store } = this.#ctx
+    if (this.#shutdown.signal.aborted) return
+    if (!this.#validating) {
+      const job = await claimJob(db, store.dialect, 'validate', this.id, this.#leaseMs)
+      // A job just validated is claimed for training right away rather than at the next poll.
+      if (job) this.#validating = this.#validate(job).finally(() => { this.#validating = null; this.tick().catch(() => {}) })
+    }
+    while (this.#training.size < this.#ctx.config.maxConcurrentJobs && !this.#shutdown.signal.aborted) {
+      const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs)
+      if (!job) break
+      this.#training.set(job.id, this.#train(job).finally(() => this.#training.delete(job.id)))
     }
   }
 

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
 import { claimJob } from '../../src/runner/queue.js'
 import { Runner } from '../../src/runner/runner.js'
+import { validateJobFiles } from '../../src/runner/validate-files.js'
 import { createJob, DIALECTS, makeTestEnv, uploadFile, type TestEnv } from '../helper.js'
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures')
@@ -185,8 +186,8 @@ for (const dialect of DIALECTS) {
 
     it('takes over a job whose runner died, once the lease expires', async () => {
       const jobId = await newJob(env, {}, false)
-      await makeRunner(env).tick() // validate only: the job ends up queued
-      await waitFor('queued', async () => (await getJobById(env.ctx.db, jobId))?.status === 'queued')
+      await validateJobFiles(env.ctx, (await getJobById(env.ctx.db, jobId))!, new AbortController().signal)
+      assert.equal((await getJobById(env.ctx.db, jobId))?.status, 'queued')
       const dead = await claimJob(env.ctx.db, env.ctx.store.dialect, 'train', 'runner-that-died', 1500)
       assert.equal(dead?.id, jobId)
       const t0 = Date.now()
