@@ -8,6 +8,7 @@
 //   opentune migrate
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
+import { dataCheckCommand } from './data/check-command.js'
 import { makeModelCatalog } from './models/catalog.js'
 import { openStore } from './db/connect.js'
 import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
@@ -66,8 +67,6 @@ async function dataCheck (config: ReturnType<typeof loadConfig>, args: string[])
     }
     args = [...args.slice(0, i), '--model-dir', model.dir, ...args.slice(i + 2)]
   }
-  const modulePath = './data/check-command.js' // TEMP until the data pipeline's command lands
-  const { dataCheckCommand } = await import(modulePath) as { dataCheckCommand: (a: string[]) => Promise<number> }
   return await dataCheckCommand(args)
 }
 
