@@ -99,13 +99,16 @@ for (const dialect of DIALECTS) {
     })
 
     it('fails with the trainer\'s own error, a missing PyTorch, or a crash — never hangs', async () => {
-      const cases: Array<[string, string, RegExp]> = [
-        ['error', 'invalid_model', /model.safetensors is missing/],
-        ['notorch', 'trainer_unavailable', /PyTorch is not installed/],
-        ['crash', 'internal_error', /RuntimeError: something broke/],
+      const cases: Array<[Record<string, string>, string, RegExp]> = [
+        [{ FAKE_TRAINER_MODE: 'error' }, 'invalid_model', /model.safetensors is missing/],
+        [{ FAKE_TRAINER_MODE: 'notorch' }, 'trainer_unavailable', /PyTorch is not installed/],
+        [{ FAKE_TRAINER_MODE: 'crash' }, 'internal_error', /RuntimeError: something broke/],
+        [{ FAKE_TRAINER_MODE: 'oom' }, 'out_of_memory', /out of memory/],
+        [{ OPENTUNE_PYTHON: '/nonexistent/python3' }, 'trainer_unavailable', /nonexistent\/python3/],
       ]
-      for (const [mode, code, message] of cases) {
-        const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: mode })
+      for (const [envVars, code, message] of cases) {
+        const mode = JSON.stringify(envVars)
+        const scoped = await makeTestEnv(dialect, envVars)
         try {
           const jobId = await newJob(scoped, {}, false)
           await makeRunner(scoped).drain()
