@@ -1,7 +1,8 @@
-import type { Template } from '@huggingface/jinja'
+import { Template } from '@huggingface/jinja'
 import type { ChatExample, TemplateMessage } from './examples.js'
 import type { ModelTokenizer } from './model.js'
-import { ExampleError } from './problems.js'
+import { isObject } from './json-values.js'
+import { ExampleError, ModelFolderError } from './problems.js'
 
 /** Character range [start, end) of the rendered text that carries loss. */
 export type Span = readonly [number, number]
@@ -12,7 +13,7 @@ export interface RenderedChat {
   spans: Span[]
 }
 
-type TemplateModel = Pick<ModelTokenizer, 'chatTemplates' | 'specialTokenVars' | 'eosToken'>
+export type TemplateModel = Pick<ModelTokenizer, 'chatTemplates' | 'specialTokenVars' | 'eosToken'>
 
 /**
  * Renders chats with the model's own template and finds which characters belong to trained
@@ -144,4 +145,25 @@ function showsToolCalls (text: string, start: number, end: number, message: Temp
     if (at === -1 || at + call.function.name.length > end) return false
   }
   return true
+}
+
+/** `chat_template` is a string, or a list of `{name, template}` (Hugging Face's named templates). */
+export function parseChatTemplates (source: unknown): Map<string, Template> {
+  const templates = new Map<string, Template>()
+  const add = (name: string, text: unknown): void => {
+    if (typeof text !== 'string') throw new ModelFolderError(`chat template ${name} is not a string`)
+    try {
+      templates.set(name, new Template(text))
+    } catch (error) {
+      throw new ModelFolderError(`cannot parse the chat template ${name}: ${(error as Error).message}`)
+    }
+  }
+  if (typeof source === 'string') add('default', source)
+  else if (Array.isArray(source)) {
+    for (const entry of source) {
+      if (!isObject(entry) || typeof entry.name !== 'string') throw new ModelFolderError('a chat template in the list has no name')
+      add(entry.name, entry.template)
+    }
+  }
+  return templates
 }

@@ -1,20 +1,15 @@
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Template } from '@huggingface/jinja'
+import type { Template } from '@huggingface/jinja'
 import { Tokenizer } from 'tokenizers'
 import { readAddedTokens } from './added-tokens.js'
+import { parseChatTemplates } from './chat-template.js'
 import { isObject, type JsonObject } from './json-values.js'
+import { ModelFolderError } from './problems.js'
 import { SegmentTokenizer } from './segment-tokenizer.js'
 
-/** The model folder cannot be used (no tokenizer, unreadable config). The runner maps it to `invalid_model`. */
-export class ModelFolderError extends Error {
-  readonly code = 'invalid_model'
-  constructor (message: string) {
-    super(message)
-    this.name = 'ModelFolderError'
-  }
-}
+export { ModelFolderError }
 
 /** Everything the data pipeline needs from a Hugging Face model folder. */
 export interface ModelTokenizer {
@@ -22,6 +17,8 @@ export interface ModelTokenizer {
   tokenizer: Tokenizer
   /** Named chat templates (`default`, `tool_use`, …); empty when the model has none. */
   chatTemplates: Map<string, Template>
+  /** tokenizer_config.json's `chat_template` as written (a string or a list of named templates), for worker threads. */
+  chatTemplateSource: unknown
   /** `bos_token`, `eos_token`, … as the chat template sees them. */
   specialTokenVars: Record<string, string>
   bosId: number | null
@@ -54,10 +51,12 @@ export async function loadModelTokenizer (dir: string): Promise<ModelTokenizer> 
   const bosToken = specialTokenVars.bos_token ?? null
   const { prefix, suffix } = await probeSequenceWrapping(tokenizer)
   const added = await readAddedTokens(tokenizerPath)
+  const chatTemplateSource = await readChatTemplateSource(dir, tokenizerConfig)
   return {
     dir,
     tokenizer,
-    chatTemplates: parseChatTemplates(await readChatTemplateSource(dir, tokenizerConfig)),
+    chatTemplates: parseChatTemplates(chatTemplateSource),
+    chatTemplateSource,
     specialTokenVars,
     bosId: bosToken === null ? null : tokenizer.tokenToId(bosToken),
     eosToken,
@@ -106,26 +105,6 @@ async function readChatTemplateSource (dir: string, config: JsonObject): Promise
   const jinjaPath = join(dir, 'chat_template.jinja')
   if (existsSync(jinjaPath)) return await readFile(jinjaPath, 'utf8')
   return null
-}
-
-function parseChatTemplates (source: unknown): Map<string, Template> {
-  const templates = new Map<string, Template>()
-  const add = (name: string, text: unknown): void => {
-    if (typeof text !== 'string') throw new ModelFolderError(`chat template ${name} is not a string`)
-    try {
-      templates.set(name, new Template(text))
-    } catch (error) {
-      throw new ModelFolderError(`cannot parse the chat template ${name}: ${(error as Error).message}`)
-    }
-  }
-  if (typeof source === 'string') add('default', source)
-  else if (Array.isArray(source)) {
-    for (const entry of source) {
-      if (!isObject(entry) || typeof entry.name !== 'string') throw new ModelFolderError('a chat template in the list has no name')
-      add(entry.name, entry.template)
-    }
-  }
-  return templates
 }
 
 /** Learns which ids `add_special_tokens=True` puts around a sequence, by encoding a probe both ways. */

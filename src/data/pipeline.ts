@@ -1,19 +1,11 @@
-import { ChatRenderer } from './chat-template.js'
 import type { DatasetFormat, TokenizedDoc } from './examples.js'
 import type { JsonlItem } from './jsonl-reader.js'
 import type { ModelTokenizer } from './model.js'
 import type { RowPacker } from './packer.js'
-import { ExampleError, type DatasetProblem, type ProblemCollector } from './problems.js'
-import { makeSpecialTokenFinder } from './special-tokens.js'
-import { planExample, pretokenizedDoc, tokenizePlans, type TokenPlan } from './tokenize.js'
-import { detectFormat, missingFieldsMessage, parseRecord, validateRecord, type ValidationContext } from './validate.js'
-
-interface PreparedBatch {
-  /** Pretokenized documents, ready as they are. */
-  docs: TokenizedDoc[]
-  plans: TokenPlan[]
-  problems: DatasetProblem[]
-}
+import type { PreparedBatch } from './prepare-batch.js'
+import type { Preparer } from './preparer.js'
+import type { DatasetProblem, ProblemCollector } from './problems.js'
+import { tokenizePlans } from './tokenize.js'
 
 export interface PipelineLimits {
   /** Effective context length: no document may be longer. */
@@ -22,91 +14,48 @@ export interface PipelineLimits {
   requestedContextLength: number
 }
 
+/** Chunks of lines between reading and writing: enough to keep both cores busy, few enough for flat memory. */
+const MAX_CHUNKS_IN_FLIGHT = 3
+
 /**
- * Read → validate → template → tokenize → check → pack, one chunk of lines at a time. The JS
- * work of a chunk (JSON, validation, templates) overlaps the native tokenization of the previous
- * one; at most two chunks are in flight, so memory does not grow with the file. Once any problem
- * is found nothing more is packed, but every line is still checked so the report is complete.
+ * Read → prepare (JSON, validation, templates) → tokenize → check → pack, one chunk of lines at a
+ * time, several chunks in flight: while the tokenizer's native threads work on one chunk, the
+ * preparer works on the next. Results are finished strictly in file order. Once any problem is
+ * found nothing more is packed, but every line is still checked so the report is complete.
  */
 export class DatasetPipeline {
-  format: DatasetFormat | null = null
   examples = 0
   tokens = 0
   lossTokens = 0
-  private formatLine = 0
-  private stopped = false
-  private renderer: ChatRenderer | null = null
-  private readonly validation: ValidationContext
 
   constructor (
     private readonly model: ModelTokenizer,
+    private readonly preparer: Preparer,
     private readonly limits: PipelineLimits,
     private readonly packer: RowPacker,
     private readonly problems: ProblemCollector
-  ) {
-    this.validation = { vocabSize: model.vocabSize, findSpecialToken: makeSpecialTokenFinder(model.specialTokens) }
+  ) {}
+
+  get format (): DatasetFormat | null {
+    return this.preparer.format
   }
 
-  async run (batches: AsyncIterable<JsonlItem[]>, signal?: AbortSignal): Promise<void> {
-    let inFlight: Promise<void> = Promise.resolve()
-    for await (const items of batches) {
+  async run (chunks: AsyncIterable<JsonlItem[]>, signal?: AbortSignal): Promise<void> {
+    let finished: Promise<void> = Promise.resolve()
+    const inFlight: Array<Promise<void>> = []
+    for await (const items of chunks) {
       signal?.throwIfAborted()
-      const prepared = this.prepare(items)
-      const previous = inFlight
-      const tokenized = tokenizePlans(this.model, prepared.plans)
+      const tokenized = this.preparer.prepare(items).then(async (batch) => ({ batch, docs: await tokenizePlans(this.model, batch.plans) }))
       // Chained at once so a failure is never an unhandled rejection; finishes stay in line order.
-      inFlight = Promise.all([previous, tokenized]).then(([, docs]) => this.finish(prepared, docs))
-      inFlight.catch(() => {})
-      await previous
-      if (this.stopped) break
+      finished = Promise.all([finished, tokenized]).then(([, { batch, docs }]) => this.finish(batch, docs))
+      finished.catch(() => {})
+      inFlight.push(finished)
+      if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) await inFlight.shift()
+      if (this.preparer.stopped) break
     }
-    await inFlight
+    await finished
     this.packer.finish()
     if (this.examples === 0 && this.problems.empty) this.problems.add(null, 'the file has no examples (it is empty or holds only blank lines)')
-  }
-
-  private prepare (items: JsonlItem[]): PreparedBatch {
-    const batch: PreparedBatch = { docs: [], plans: [], problems: [] }
-    for (const item of items) {
-      if (this.stopped) break
-      if ('error' in item) {
-        batch.problems.push({ line: item.line, message: item.error })
-        continue
-      }
-      try {
-        this.prepareLine(item.line, item.text, batch)
-      } catch (error) {
-        if (!(error instanceof ExampleError)) throw error
-        const problem: DatasetProblem = { line: item.line, message: error.message }
-        if (error.param !== undefined) problem.param = error.param
-        batch.problems.push(problem)
-      }
-    }
-    return batch
-  }
-
-  private prepareLine (line: number, text: string, batch: PreparedBatch): void {
-    const record = parseRecord(text)
-    const detected = detectFormat(record)
-    if (detected === null) throw new ExampleError(missingFieldsMessage(this.format))
-    if (this.format === null) this.adoptFormat(detected, line)
-    if (detected !== this.format) {
-      throw new ExampleError(`this line is in the ${detected} format but the file is in the ${this.format} format (from line ${this.formatLine}); use one format per file`)
-    }
-    const example = validateRecord(record, detected, line, this.validation)
-    if (example.format === 'pretokenized') batch.docs.push(pretokenizedDoc(line, example.tokenIds, example.labels))
-    else batch.plans.push(planExample(example, this.model, this.renderer))
-  }
-
-  private adoptFormat (format: DatasetFormat, line: number): void {
-    this.format = format
-    this.formatLine = line
-    if (format !== 'chat') return
-    if (this.model.chatTemplates.size === 0) {
-      this.stopped = true
-      throw new ExampleError('the file is in the chat format but the model has no chat template (tokenizer_config.json "chat_template"); use the text, prompt/completion or token_ids format')
-    }
-    this.renderer = new ChatRenderer(this.model)
   }
 
   private finish (batch: PreparedBatch, tokenized: TokenizedDoc[]): void {

@@ -57,3 +57,12 @@ export function formatProblems (
   if (more > 0) lines.push(`and ${more} more`)
   return lines.join('\n')
 }
+
+/** The model folder cannot be used (no tokenizer, unreadable config). The runner maps it to `invalid_model`. */
+export class ModelFolderError extends Error {
+  readonly code = 'invalid_model'
+  constructor (message: string) {
+    super(message)
+    this.name = 'ModelFolderError'
+  }
+}

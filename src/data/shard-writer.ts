@@ -1,6 +1,6 @@
 import { closeSync, openSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import type { TokenizedDoc } from './examples.js'
+import type { PackedRow } from './packer.js'
 
 /** Shard entry of manifest.json (docs/trainer-protocol.md §1). */
 export interface ShardInfo { name: string, rows: number, docs: number, tokens: number, loss_tokens: number }
@@ -24,10 +24,10 @@ class Int32File {
     this.buffer[this.length++] = value
   }
 
-  pushAll (values: Int32Array): void {
+  pushAll (values: ArrayLike<number>): void {
     if (values.length > this.buffer.length - this.length) this.flush()
     if (values.length > this.buffer.length) {
-      this.write(values)
+      this.write(Int32Array.from(values))
       return
     }
     this.buffer.set(values, this.length)
@@ -71,23 +71,20 @@ export class ShardWriter {
     private readonly maxShardTokens = DEFAULT_MAX_SHARD_TOKENS
   ) {}
 
-  writeRow (docs: readonly TokenizedDoc[]): void {
-    let rowTokens = 0
-    for (const doc of docs) rowTokens += doc.tokens.length
+  writeRow (row: PackedRow): void {
+    const rowTokens = row.tokens.length
     let shard = this.current
     if (shard === null || (shard.info.tokens > 0 && shard.info.tokens + rowTokens > this.maxShardTokens)) {
       shard = this.startShard()
     }
-    for (const doc of docs) {
-      shard.tokens.pushAll(doc.tokens)
-      shard.targets.pushAll(doc.targets)
-      shard.docs.push(doc.tokens.length)
-      shard.info.loss_tokens += doc.lossTokens
-    }
-    shard.rows.push(docs.length)
+    shard.tokens.pushAll(row.tokens)
+    shard.targets.pushAll(row.targets)
+    for (const length of row.docLengths) shard.docs.push(length)
+    shard.rows.push(row.docLengths.length)
     shard.info.rows++
-    shard.info.docs += docs.length
+    shard.info.docs += row.docLengths.length
     shard.info.tokens += rowTokens
+    shard.info.loss_tokens += row.lossTokens
   }
 
   /** Flushes and closes every file; returns the manifest's `shards` list. */

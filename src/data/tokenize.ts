@@ -1,5 +1,5 @@
-import type { ChatRenderer, Span } from './chat-template.js'
-import { IGNORE_INDEX, type DatasetExample, type TokenizedDoc } from './examples.js'
+import type { Span } from './chat-template.js'
+import { IGNORE_INDEX, type TokenizedDoc } from './examples.js'
 import type { ModelTokenizer } from './model.js'
 import type { SegmentTokenizer } from './segment-tokenizer.js'
 
@@ -15,28 +15,6 @@ export interface TokenPlan {
 }
 
 interface Run { ids: readonly number[], trained: boolean }
-
-export function planExample (example: DatasetExample, model: ModelTokenizer, renderer: ChatRenderer | null): TokenPlan {
-  const line = example.line
-  switch (example.format) {
-    case 'chat': {
-      if (renderer === null) throw new Error('chat examples need a chat renderer')
-      const { text, spans } = renderer.render(example)
-      return { line, text, spans, prefixIds: [], suffixIds: [] }
-    }
-    // Raw formats get what the tokenizer's post-processor adds (Llama: BOS) and EOS at the end.
-    case 'prompt_completion': {
-      const text = example.prompt + example.completion
-      return { line, text, spans: [[example.prompt.length, text.length]], prefixIds: model.sequencePrefixIds, suffixIds: eosIds(model) }
-    }
-    case 'text': return { line, text: example.text, spans: [[0, example.text.length]], prefixIds: model.sequencePrefixIds, suffixIds: eosIds(model) }
-    case 'pretokenized': throw new Error('pretokenized examples need no plan')
-  }
-}
-
-function eosIds (model: ModelTokenizer): number[] {
-  return model.eosId === null ? model.sequenceSuffixIds : [model.eosId]
-}
 
 /** Tokenizes a batch of plans: one native call spread over all cores. */
 export async function tokenizePlans (model: ModelTokenizer, plans: readonly TokenPlan[]): Promise<TokenizedDoc[]> {
@@ -114,8 +92,8 @@ function trimDuplicateMarkers (body: Run[], plan: TokenPlan, model: ModelTokeniz
   return { prefix, body, suffix }
 }
 
-/** Concatenates runs and pre-shifts the labels: targets[i] = label of token i+1 (trained) or -100. */
-export function assembleDoc (line: number, runs: ReadonlyArray<{ ids: readonly number[], trained: boolean }>): TokenizedDoc {
+/** Concatenates runs and pre-shifts the labels: targets[i] = token i+1 if trained, else -100. */
+export function assembleDoc (line: number, runs: readonly Run[]): TokenizedDoc {
   let length = 0
   for (const run of runs) length += run.ids.length
   const tokens = new Int32Array(length)

@@ -139,6 +139,19 @@ describe('context length and files', () => {
     assert.deepEqual(readdirSync(dirname(failedDir)), [])
   })
 
+  it('gives the same shards and problems with the worker thread as without', async () => {
+    const chats = Array.from({ length: 40 }, (_, i) => ({ messages: [{ role: 'user', content: `Question ${i}?` }, { role: 'assistant', content: `Answer ${i}.` }] }))
+    const path = writeJsonl(chats)
+    const inline = await prepare(path, { contextLength: 128, packing: true, workerThread: false })
+    const threaded = await prepare(path, { contextLength: 128, packing: true, workerThread: true })
+    assert.deepEqual(threaded.rows, inline.rows)
+    assert.deepEqual(threaded.stats, inline.stats)
+    const bad = writeJsonl([...chats.slice(0, 3), 'nope', { text: 'x' }])
+    const results = await Promise.all([false, true].map(async (workerThread) => await prepareDataset({ path: bad, split: 'train', modelDir: llama, model: await loadModel(llama), contextLength: 128, packing: true, batchSize: 1, workerThread })))
+    assert.deepEqual(results[1], results[0])
+    assert.equal(results[0]?.ok, false)
+  })
+
   it('stops when aborted and leaves nothing behind', async () => {
     const outDir = join(tempDir(), 'train')
     const controller = new AbortController()

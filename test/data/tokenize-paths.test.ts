@@ -28,9 +28,10 @@ for (const name of ['llama', 'qwen'] as const) {
   describe(`${name}: fast paths equal the plain ones`, () => {
     it('segment tokenizer = encode(text, addSpecialTokens: false), including cached repeats', async () => {
       const model = await loadModel(dirs[name])
-      assert.ok(model.segmenter !== null, 'the exact fast path is available for this tokenizer')
+      const segmenter = model.segmenter
+      assert.ok(segmenter !== null, 'the exact fast path is available for this tokenizer')
       for (let round = 0; round < 3; round++) {
-        const fast = await model.segmenter.encodeAll(TEXTS)
+        const fast: number[][] = await segmenter.encodeAll(TEXTS)
         const plain = await Promise.all(TEXTS.map(async (text) => (await model.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds()))
         assert.deepEqual(fast, plain, `round ${round}`)
       }
