@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import multipart from '@fastify/multipart'
 import swagger from '@fastify/swagger'
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import pino from 'pino'
 import sjson from 'secure-json-parse'
 import type { AppContext } from './context.js'
 import { errors, InvalidJsonError } from './errors.js'
@@ -20,8 +21,9 @@ export interface BuildOptions {
 const REQUEST_ID = /^[\w.:-]{1,128}$/
 
 export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const log = opts.logger === undefined ? bufferedStdout() : undefined
   const app = Fastify({
-    logger: opts.logger ?? { level: ctx.config.logLevel },
+    logger: opts.logger ?? { level: ctx.config.logLevel, stream: log?.stream },
     logController: new LogController({ disableRequestLogging: true }), // one line per request, written in onResponse below
     bodyLimit: ctx.config.maxJsonBodyBytes,
     routerOptions: { maxParamLength: 20_000 }, // long ids reach the handler and get the same 404 as any unknown id
@@ -32,6 +34,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     },
     ajv: { customOptions: { strict: false } },
   })
+  if (log) app.addHook('onClose', async () => { log.stop() })
   app.setValidatorCompiler(schemaCompiler)
   installErrorHandlers(app)
   installJsonParser(app)
@@ -67,6 +70,16 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   await app.register(jobsRoutes, { ctx })
   await app.register(modelsRoutes, { ctx })
   return app
+}
+
+// Log lines go out 4 KiB at a time and at least every second, not one write(2) per line: that write
+// was 11 µs of the 65 µs of CPU a checkpoint GET took (docs/benchmarks.md). Flushed on close and at
+// exit (pino); a SIGKILL loses at most the last second.
+function bufferedStdout () {
+  const stream = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+  const timer = setInterval(() => { stream.flush() }, 1000)
+  timer.unref()
+  return { stream, stop: () => { clearInterval(timer); stream.flushSync() } }
 }
 
 // randomBytes(12) per request was 3-4% of a checkpoint GET's CPU (docs/benchmarks.md): it is the

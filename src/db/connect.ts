@@ -2,7 +2,7 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import SQLite from 'better-sqlite3'
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely'
+import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase } from 'kysely'
 import pg from 'pg'
 import type { Config } from '../config.js'
 import type { Database } from './database.js'
@@ -38,8 +38,27 @@ function openSqlite (dataDir: string): Store {
   sqlite.pragma('synchronous = NORMAL') // with WAL: durable across process crashes, one fsync per checkpoint
   sqlite.pragma('busy_timeout = 5000') // a runner process may hold the write lock briefly
   sqlite.pragma('foreign_keys = ON')
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) })
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: reusingStatements(sqlite) }) })
   return { db, dialect: 'sqlite', close: () => db.destroy() }
+}
+
+// Kysely's SQLite driver prepares every query anew, which was 17% of the CPU of a checkpoint GET
+// (docs/benchmarks.md); our queries are few and repeat, so their prepared statements are kept.
+// Bounded, because `IN (?, ?, …)` lists make one-off SQL; a statement still iterating is not reused.
+function reusingStatements (sqlite: SQLite.Database, max = 256): SqliteDatabase {
+  const statements = new Map<string, SQLite.Statement>()
+  return {
+    close: () => { statements.clear(); sqlite.close() },
+    prepare (sql) {
+      let stmt = statements.get(sql)
+      if (stmt === undefined || stmt.busy) {
+        stmt = sqlite.prepare(sql)
+        if (statements.size >= max) statements.delete(statements.keys().next().value as string)
+        statements.set(sql, stmt)
+      }
+      return stmt
+    },
+  }
 }
 
 // node-pg returns int8 as strings to avoid precision loss; our int8 columns (bytes, seconds, seq)

@@ -2,6 +2,7 @@
 import type { Kysely } from 'kysely'
 import type { CheckpointRow, Database } from '../db/database.js'
 import { toPage, unknownAfter, type Page } from '../db/paging.js'
+import { prepared } from '../db/prepared.js'
 import { newCheckpointId, nowSeconds } from '../ids.js'
 import type { FineTuningJobCheckpoint, Metrics } from './jobs.schemas.js'
 
@@ -46,15 +47,17 @@ export async function listCheckpoints (db: Kysely<Database>, jobId: string, req:
   return toPage(await q.orderBy('seq', 'asc').limit(req.limit + 1).execute(), req.limit)
 }
 
-/** The checkpoint, only if it belongs to that job of that project: one query on the hot path. */
-export async function getCheckpoint (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<CheckpointRow | undefined> {
-  return await db.selectFrom('checkpoints')
+const checkpointOfProject = prepared((db: Kysely<Database>, arg: (name: 'id' | 'jobId' | 'projectId') => string) =>
+  db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
     .selectAll('checkpoints')
-    .where('checkpoints.id', '=', id)
-    .where('checkpoints.job_id', '=', jobId)
-    .where('fine_tuning_jobs.project_id', '=', projectId)
-    .executeTakeFirst()
+    .where('checkpoints.id', '=', arg('id'))
+    .where('checkpoints.job_id', '=', arg('jobId'))
+    .where('fine_tuning_jobs.project_id', '=', arg('projectId')))
+
+/** The checkpoint, only if it belongs to that job of that project: one prepared query on the hot path. */
+export async function getCheckpoint (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<CheckpointRow | undefined> {
+  return (await checkpointOfProject(db, { id, jobId, projectId }))[0]
 }
 
 export function checkpointRowToApi (row: CheckpointRow): FineTuningJobCheckpoint {

@@ -13,6 +13,14 @@ export interface KeyInfo { id: string, projectId: string, projectName: string, p
 
 const hashKey = (key: string) => createHash('sha256').update(key).digest('hex')
 
+// A key that authenticated is remembered (by its hash) for a few seconds, so most requests make no
+// key query: that query was about a fifth of the database time of a checkpoint GET (docs/benchmarks.md).
+// revokeKeys() forgets at once in its own process; a revocation by another process (`opentune keys
+// revoke` against a running server) takes effect within KEY_CACHE_MS.
+const KEY_CACHE_MS = 5000
+const KEY_CACHE_MAX = 10_000
+const keyCaches = new WeakMap<Kysely<Database>, Map<string, { projectId: string, until: number }>>()
+
 export async function ensureProject (db: Kysely<Database>, name: string): Promise<Project> {
   const existing = await db.selectFrom('projects').selectAll().where('name', '=', name).executeTakeFirst()
   if (existing) return { id: existing.id, name: existing.name, createdAt: existing.created_at }
@@ -47,20 +55,33 @@ export async function revokeKeys (db: Kysely<Database>, prefix: string): Promise
   const ids = live.filter(k => k.prefix.startsWith(prefix) || prefix.startsWith(k.prefix)).map(k => k.id)
   if (ids.length === 0) return 0
   await db.updateTable('api_keys').set({ revoked_at: nowSeconds() }).where('id', 'in', ids).execute()
+  keyCaches.get(db)?.clear()
   return ids.length
 }
 
 /** The project id a key belongs to, or null for an unknown or revoked key. */
 export async function authenticate (db: Kysely<Database>, key: string): Promise<string | null> {
   if (!key.startsWith('sk-') || key.length < PREFIX_LENGTH || key.length > 200) return null
+  const hash = hashKey(key)
+  let cache = keyCaches.get(db)
+  if (cache === undefined) keyCaches.set(db, cache = new Map())
+  const now = Date.now()
+  const known = cache.get(hash)
+  if (known !== undefined && known.until > now) return known.projectId
   const candidates = await db.selectFrom('api_keys').select(['hash', 'project_id', 'revoked_at'])
     .where('prefix', '=', key.slice(0, PREFIX_LENGTH)).execute()
-  const wanted = Buffer.from(hashKey(key), 'hex')
+  const wanted = Buffer.from(hash, 'hex')
   let projectId: string | null = null
   for (const c of candidates) {
     // Compare every candidate, matching or not, so timing does not depend on where a match is.
     const same = timingSafeEqual(Buffer.from(c.hash, 'hex'), wanted)
     if (same && c.revoked_at === null) projectId = c.project_id
+  }
+  if (projectId === null) {
+    cache.delete(hash)
+  } else {
+    if (cache.size >= KEY_CACHE_MAX) cache.clear()
+    cache.set(hash, { projectId, until: now + KEY_CACHE_MS })
   }
   return projectId
 }

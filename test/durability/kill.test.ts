@@ -127,8 +127,9 @@ for (const dialect of DIALECTS) {
       ])
     })
 
-    it('exits 0 promptly on SIGTERM, with a keep-alive client connected', async () => {
-      service ??= await startServiceProcess(env)
+    it('exits 0 promptly on SIGTERM, with a keep-alive client connected, and its last log lines written', async () => {
+      await service?.kill('SIGKILL')
+      service = await startServiceProcess({ ...env, LOG_LEVEL: 'info' })
       // An idle keep-alive connection (what every HTTP client library leaves open) must not hold it up.
       const agent = new (await import('node:http')).Agent({ keepAlive: true })
       await new Promise<void>((resolve, reject) => {
@@ -137,6 +138,9 @@ for (const dialect of DIALECTS) {
       const stopped = await service.stopWithin('SIGTERM', 3000)
       agent.destroy()
       assert.deepEqual(stopped, { code: 0, signal: null }, service.output())
+      // Log lines are buffered (src/app.ts): the access line of the last request is still written.
+      assert.match(service.output(), /"method":"GET","url":"\/v1\/files","status":200/)
+      assert.match(service.output(), /"msg":"shutting down"/)
       service = undefined
     })
 
