@@ -12,6 +12,8 @@ import {
   FineTuningJobCheckpoint, FineTuningJobList, JobCreateBody, JobListQuery, JobParams, ProjectQuery,
 } from './jobs.schemas.js'
 
+const CHECKPOINT_CACHE_ENTRIES = 10_000 // ~1 KB each
+
 export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const { db } = ctx
 
@@ -67,13 +69,25 @@ export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async 
     return { object: 'list' as const, data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore }
   })
 
+  // A checkpoint row never changes once written, so its JSON is kept (bounded, per project) and
+  // a repeated GET — clients poll this — skips the database and the serializer.
+  const checkpointJson = new Map<string, string>()
   app.get('/v1/fine_tuning/jobs/:job_id/checkpoints/:checkpoint_id', {
     schema: { summary: 'Get fine-tuning checkpoint', params: CheckpointParams, querystring: ProjectQuery, response: { 200: FineTuningJobCheckpoint } },
-  }, async (request) => {
+  }, async (request, reply) => {
     const { job_id: jobId, checkpoint_id: checkpointId } = request.params
-    const row = await getCheckpoint(db, request.projectId, jobId, checkpointId)
-    if (row) return checkpointRowToApi(row)
-    await ownJob(request.projectId, jobId) // says which of the two is missing
-    throw errors.checkpointNotFound(checkpointId)
+    const cacheKey = `${request.projectId}\n${jobId}\n${checkpointId}`
+    let json = checkpointJson.get(cacheKey)
+    if (json === undefined) {
+      const row = await getCheckpoint(db, request.projectId, jobId, checkpointId)
+      if (!row) {
+        await ownJob(request.projectId, jobId) // says which of the two is missing
+        throw errors.checkpointNotFound(checkpointId)
+      }
+      json = JSON.stringify(checkpointRowToApi(row))
+      if (checkpointJson.size >= CHECKPOINT_CACHE_ENTRIES) checkpointJson.delete(checkpointJson.keys().next().value!)
+      checkpointJson.set(cacheKey, json)
+    }
+    return reply.type('application/json; charset=utf-8').send(json as never) // already JSON: Fastify sends strings as they are
   })
 }

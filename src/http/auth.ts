@@ -1,6 +1,6 @@
 // Bearer-key authentication for every /v1 route: resolves the key to its project before the body
 // is read, so an unauthenticated upload is refused without streaming it to disk.
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database } from '../db/database.js'
 import { errors } from '../errors.js'
@@ -12,9 +12,9 @@ declare module 'fastify' {
   }
 }
 
-export function installAuth (app: FastifyInstance, db: Kysely<Database>): void {
-  app.decorateRequest('projectId', '')
-  app.addHook('onRequest', async (request) => {
+/** Sets request.projectId from the bearer key of a /v1 request, or throws the 401/404. */
+export function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> {
+  return async (request) => {
     if (!request.url.startsWith('/v1/')) return
     const key = bearerToken(request)
     if (key === null) throw errors.missingApiKey()
@@ -24,7 +24,7 @@ export function installAuth (app: FastifyInstance, db: Kysely<Database>): void {
     const asked = (request.query as Record<string, unknown> | undefined)?.ai_project_id
     // A project id that is not the key's own answers like one that does not exist.
     if (typeof asked === 'string' && asked !== '' && asked !== projectId) throw errors.projectNotFound(asked)
-  })
+  }
 }
 
 function bearerToken (request: FastifyRequest): string | null {
