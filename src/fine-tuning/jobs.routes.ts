@@ -1,6 +1,7 @@
 // Fine-tuning API — https://docs.tokenfactory.nebius.com/api-reference/fine-tuning (OpenAI-compatible:
 // https://platform.openai.com/docs/api-reference/fine-tuning). Handlers validate, call, map.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import type { AppContext } from '../context.js'
 import { errors } from '../errors.js'
 import { checkpointRowToApi, getCheckpoint, listCheckpoints } from './checkpoints.store.js'
@@ -70,24 +71,31 @@ export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async 
   })
 
   // A checkpoint row never changes once written, so its JSON is kept (bounded, per project) and
-  // a repeated GET — clients poll this — skips the database and the serializer.
+  // a repeated GET — clients poll this — skips the database and the serializer. The handler is not
+  // async so that a hit costs no promise.
   const checkpointJson = new Map<string, string>()
+  const sendJson = (reply: FastifyReply, json: string): void => { void reply.type('application/json; charset=utf-8').send(json) } // already JSON: sent as is
+  const loadCheckpoint = async (projectId: string, jobId: string, checkpointId: string, cacheKey: string) => {
+    const row = await getCheckpoint(db, projectId, jobId, checkpointId)
+    if (!row) {
+      await ownJob(projectId, jobId) // says which of the two is missing
+      throw errors.checkpointNotFound(checkpointId)
+    }
+    const json = JSON.stringify(checkpointRowToApi(row))
+    if (checkpointJson.size >= CHECKPOINT_CACHE_ENTRIES) checkpointJson.delete(checkpointJson.keys().next().value!)
+    checkpointJson.set(cacheKey, json)
+    return json
+  }
   app.get('/v1/fine_tuning/jobs/:job_id/checkpoints/:checkpoint_id', {
     schema: { summary: 'Get fine-tuning checkpoint', params: CheckpointParams, querystring: ProjectQuery, response: { 200: FineTuningJobCheckpoint } },
-  }, async (request, reply) => {
+  }, (request, reply) => {
     const { job_id: jobId, checkpoint_id: checkpointId } = request.params
     const cacheKey = `${request.projectId}\n${jobId}\n${checkpointId}`
-    let json = checkpointJson.get(cacheKey)
-    if (json === undefined) {
-      const row = await getCheckpoint(db, request.projectId, jobId, checkpointId)
-      if (!row) {
-        await ownJob(request.projectId, jobId) // says which of the two is missing
-        throw errors.checkpointNotFound(checkpointId)
-      }
-      json = JSON.stringify(checkpointRowToApi(row))
-      if (checkpointJson.size >= CHECKPOINT_CACHE_ENTRIES) checkpointJson.delete(checkpointJson.keys().next().value!)
-      checkpointJson.set(cacheKey, json)
+    const json = checkpointJson.get(cacheKey)
+    if (json !== undefined) {
+      sendJson(reply, json)
+      return
     }
-    return reply.type('application/json; charset=utf-8').send(json as never) // already JSON: Fastify sends strings as they are
+    return loadCheckpoint(request.projectId, jobId, checkpointId, cacheKey).then(loaded => { sendJson(reply, loaded) })
   })
 }

@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database } from '../db/database.js'
 import { errors } from '../errors.js'
-import { authenticate } from '../projects/keys.store.js'
+import { authenticate, recentlyAuthenticated } from '../projects/keys.store.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -12,18 +12,29 @@ declare module 'fastify' {
   }
 }
 
-/** Sets request.projectId from the bearer key of a /v1 request, or throws the 401/404. */
-export function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> {
-  return async (request) => {
-    if (!request.url.startsWith('/v1/')) return
-    const key = bearerToken(request)
-    if (key === null) throw errors.missingApiKey()
-    const projectId = await authenticate(db, key)
+/**
+ * Sets request.projectId from the bearer key of a /v1 request, or throws the 401/404. Returns
+ * undefined when that was decided without waiting (a key seen in the last seconds, or no key
+ * needed), else a promise: the hot path allocates no promise.
+ */
+export function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> | undefined {
+  const accept = (request: FastifyRequest, projectId: string | null): void => {
     if (projectId === null) throw errors.invalidApiKey()
     request.projectId = projectId
     const asked = (request.query as Record<string, unknown> | undefined)?.ai_project_id
     // A project id that is not the key's own answers like one that does not exist.
     if (typeof asked === 'string' && asked !== '' && asked !== projectId) throw errors.projectNotFound(asked)
+  }
+  return (request) => {
+    if (!request.url.startsWith('/v1/')) return undefined
+    const key = bearerToken(request)
+    if (key === null) throw errors.missingApiKey()
+    const known = recentlyAuthenticated(db, key)
+    if (known !== undefined) {
+      accept(request, known)
+      return undefined
+    }
+    return authenticate(db, key).then(projectId => accept(request, projectId))
   }
 }
 

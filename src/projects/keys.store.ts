@@ -59,9 +59,18 @@ export async function revokeKeys (db: Kysely<Database>, prefix: string): Promise
   return ids.length
 }
 
+const plausibleKey = (key: string) => key.startsWith('sk-') && key.length >= PREFIX_LENGTH && key.length <= 200
+
+/** The project of a key that authenticated in the last few seconds, without touching the database. */
+export function recentlyAuthenticated (db: Kysely<Database>, key: string): string | undefined {
+  if (!plausibleKey(key)) return undefined
+  const known = keyCaches.get(db)?.get(hashKey(key))
+  return known !== undefined && known.until > Date.now() ? known.projectId : undefined
+}
+
 /** The project id a key belongs to, or null for an unknown or revoked key. */
 export async function authenticate (db: Kysely<Database>, key: string): Promise<string | null> {
-  if (!key.startsWith('sk-') || key.length < PREFIX_LENGTH || key.length > 200) return null
+  if (!plausibleKey(key)) return null
   const hash = hashKey(key)
   let cache = keyCaches.get(db)
   if (cache === undefined) keyCaches.set(db, cache = new Map())
