@@ -9,7 +9,7 @@ import type { JobRow } from '../db/database.js'
 import { failJob } from './job-state.js'
 import { claimJob, heartbeat, releaseJob } from './queue.js'
 import { trainJob, type TrainOptions } from './train-job.js'
-import { validateJobFiles } from './validate-files.js'
+import { removeFinishedJobDirs, validateJobFiles } from './validate-files.js'
 
 export interface RunnerOptions {
   log: FastifyBaseLogger
@@ -38,7 +38,11 @@ export class Runner {
 
   start (): void {
     this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
+    let passes = 0
     const loop = () => {
+      if (passes++ % 120 === 0) {
+        removeFinishedJobDirs(this.#ctx).catch((err: unknown) => this.#opts.log.warn({ err }, 'cleaning job dirs failed'))
+      }
       this.tick().catch((err: unknown) => this.#opts.log.error({ err }, 'runner tick failed'))
         .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, this.#opts.pollMs ?? 500) })
     }

@@ -1,6 +1,6 @@
 // validating_files → queued: the job's files go through the dataset pipeline (src/data), which
 // writes the token shards the trainer reads; a bad file fails the job with line numbers.
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
@@ -9,6 +9,18 @@ import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { failJob, moveJob } from './job-state.js'
 
 export const jobDir = (ctx: AppContext, jobId: string) => join(ctx.config.dataDir, 'jobs', jobId)
+
+/**
+ * A job cancelled while queued (or during validation) is never claimed again, so nothing else
+ * removes its token shards: the runner sweeps work dirs of finished jobs now and then.
+ */
+export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
+  const ids = await readdir(join(ctx.config.dataDir, 'jobs')).catch(() => [] as string[])
+  if (ids.length === 0) return
+  const finished = await ctx.db.selectFrom('fine_tuning_jobs').select('id')
+    .where('id', 'in', ids).where('status', 'in', ['succeeded', 'failed', 'cancelled']).where('locked_by', 'is', null).execute()
+  for (const { id } of finished) await rm(jobDir(ctx, id), { recursive: true, force: true })
+}
 
 export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<void> {
   const hp = JSON.parse(job.hyperparameters) as Hyperparameters

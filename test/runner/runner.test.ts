@@ -2,7 +2,7 @@
 // status moves, events, checkpoints with downloadable result files, failures, cancel, limits,
 // shutdown-and-resume, and a crashed runner's job taken over after its lease.
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
@@ -184,6 +184,22 @@ for (const dialect of DIALECTS) {
         assert.ok(events.some((e: { message: string }) => /resumed from step/.test(e.message)))
       } finally {
         await scoped.close()
+      }
+    })
+
+    it('removes the token shards of a job cancelled while queued', async () => {
+      const jobId = await newJob(env, {}, false)
+      await validateJobFiles(env.ctx, (await getJobById(env.ctx.db, jobId))!, new AbortController().signal)
+      const dir = join(env.config.dataDir, 'jobs', jobId)
+      assert.ok(existsSync(join(dir, 'data', 'train', 'manifest.json')))
+      const res = await env.app.inject({ method: 'POST', url: `${JOBS}/${jobId}/cancel`, headers: env.auth() })
+      assert.equal(res.json().status, 'cancelled')
+      const runner = makeRunner(env)
+      runner.start()
+      try {
+        await waitFor('the job dir to go', async () => !existsSync(dir))
+      } finally {
+        await runner.stop()
       }
     })
 
