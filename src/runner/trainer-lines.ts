@@ -1,0 +1,104 @@
+// The trainer's stdout lines, handled one after another in the order they came: job status and
+// progress, bounded metrics events, checkpoints, the per-step metrics log.
+import { appendFile } from 'node:fs/promises'
+import type { FastifyBaseLogger } from 'fastify'
+import type { AppContext } from '../context.js'
+import type { JobRow } from '../db/database.js'
+import { appendEvent } from '../fine-tuning/events.store.js'
+import { updateJob } from '../fine-tuning/jobs.store.js'
+import { moveJob } from './job-state.js'
+import type { TrainerLine } from './protocol.js'
+import { metricsLogLine, registerCheckpoint, truncateMetricsLog } from './results.js'
+
+const MAX_METRIC_EVENTS = 100 // per job, besides the first and last step: long jobs stay readable
+
+type Line<T extends TrainerLine['type']> = Extract<TrainerLine, { type: T }>
+
+export class TrainerLines {
+  errorLine: Line<'error'> | null = null
+  lastStep: number // the last step already reported (before an interruption too)
+  #tokens: number
+  #lastWrite = 0
+  #startedAt = Date.now()
+  #firstStep = 0
+  #chain = Promise.resolve()
+
+  constructor (
+    private readonly ctx: AppContext,
+    private readonly job: JobRow,
+    private readonly projectName: string,
+    readonly metricsLog: string,
+    private readonly log: FastifyBaseLogger
+  ) {
+    this.lastStep = job.trained_steps ?? 0
+    this.#tokens = job.trained_tokens ?? 0
+  }
+
+  /** Queues a line; lines are handled strictly in order, and a failure is logged, not thrown. */
+  push (line: TrainerLine): void {
+    this.#chain = this.#chain.then(() => this.#handle(line))
+      .catch((err: unknown) => this.log.error({ err }, 'handling a trainer line failed'))
+  }
+
+  async drained (): Promise<void> {
+    await this.#chain
+  }
+
+  async #handle (line: TrainerLine): Promise<void> {
+    switch (line.type) {
+      case 'started': return await this.#onStarted(line)
+      case 'metrics': return await this.#onMetrics(line)
+      case 'checkpoint':
+        await registerCheckpoint(this.ctx, this.job, this.projectName, line)
+        return
+      case 'log':
+        await appendEvent(this.ctx.db, this.job.id, { level: line.level, message: line.message })
+        return
+      case 'error':
+        this.errorLine = line
+        return
+      case 'state_saved':
+      case 'finished':
+        this.log.info({ line }, 'trainer')
+    }
+  }
+
+  async #onStarted (line: Line<'started'>): Promise<void> {
+    const { db } = this.ctx
+    this.#firstStep = line.start_step
+    this.#startedAt = Date.now()
+    await truncateMetricsLog(this.metricsLog, line.start_step)
+    const resumed = line.start_step > 0 || this.job.status === 'running'
+    const message = resumed ? `Fine-tuning job resumed from step ${line.start_step}/${line.total_steps}` : 'Fine-tuning job started'
+    if (!(await moveJob(db, this.job.id, 'running', { total_steps: line.total_steps }, { message }))) {
+      await updateJob(db, this.job.id, { total_steps: line.total_steps })
+      if (resumed) await appendEvent(db, this.job.id, { message })
+    }
+  }
+
+  async #onMetrics (line: Line<'metrics'>): Promise<void> {
+    await appendFile(this.metricsLog, metricsLogLine(line))
+    if (line.step <= this.lastStep) return // already reported before an interruption
+    this.lastStep = line.step
+    this.#tokens += line.tokens ?? 0
+    const every = Math.max(1, Math.ceil(line.total_steps / MAX_METRIC_EVENTS))
+    if (line.step === 1 || line.step % every === 0 || line.step === line.total_steps) {
+      await appendEvent(this.ctx.db, this.job.id, {
+        type: 'metrics',
+        message: `Step ${line.step}/${line.total_steps}: training loss=${line.train_loss.toFixed(4)}, token accuracy=${line.train_mean_token_accuracy.toFixed(4)}`,
+        data: { step: line.step, total_steps: line.total_steps, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy },
+      })
+    }
+    // The job row at most once a second (and at the last step): a fast trainer is not slowed by it.
+    const now = Date.now()
+    if (now - this.#lastWrite >= 1000 || line.step === line.total_steps) {
+      this.#lastWrite = now
+      const perStep = (now - this.#startedAt) / Math.max(1, line.step - this.#firstStep)
+      await updateJob(this.ctx.db, this.job.id, {
+        trained_steps: line.step,
+        trained_tokens: this.#tokens,
+        estimated_finish: Math.round((now + perStep * (line.total_steps - line.step)) / 1000),
+      })
+    }
+  }
+}
