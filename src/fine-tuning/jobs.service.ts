@@ -99,7 +99,7 @@ async function checkTrainingFile (db: Kysely<Database>, projectId: string, param
 export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<JobRow> {
   if (job.status === 'cancelled') return job
   if (isTerminal(job.status)) throw errors.jobNotCancellable(job.id, job.status)
-  const updated = await updateJobIf(db, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds() })
+  const updated = await updateJobIf(db, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds(), estimated_finish: null })
   if (!updated) {
     // The runner moved it meanwhile (to a terminal state, or cancelled already): answer from what is there now.
     const now = await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', job.id).executeTakeFirstOrThrow()

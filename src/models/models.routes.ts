@@ -31,7 +31,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
   })
 
   app.get('/v1/models/*', { schema: { summary: 'Retrieve a model', response: { 200: Model } } }, async (request) => {
-    const id = decodeURIComponent((request.params as { '*': string })['*'])
+    const id = (request.params as { '*': string })['*'] // already decoded by the router
     const model = (await allModels(request.projectId)).find(m => m.id === id)
     if (!model) throw errors.modelNotFound(id)
     return model

@@ -23,6 +23,7 @@ export async function failJob (db: Kysely<Database>, jobId: string, error: JobEr
   return await moveJob(db, jobId, 'failed', {
     error: JSON.stringify({ ...error, message }),
     finished_at: nowSeconds(),
+    estimated_finish: null,
     locked_by: null,
     locked_until: null,
   }, { level: 'error', message: `Fine-tuning job failed: ${message}` })

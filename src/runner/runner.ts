@@ -96,23 +96,34 @@ export class Runner {
   async stop (): Promise<void> {
     this.#shutdown.abort()
     clearTimeout(this.#timer)
+    await this.#tick?.catch(() => {}) // a claim in flight registers its work before we wait for it
     await Promise.allSettled([this.#validating, ...this.#training.values()])
   }
 
+  // Never rejects: a database error here must not become an unhandled rejection that takes the
+  // whole service (API included) down.
   async #validate (job: JobRow): Promise<void> {
     const { db } = this.#ctx
+    const log = this.#opts.log.child({ jobId: job.id })
     const beat = setInterval(() => { void heartbeat(db, job.id, this.id, this.#leaseMs).catch(() => {}) }, this.#leaseMs / 3)
+    let keepLease = false
     try {
       await validateJobFiles(this.#ctx, job, this.#shutdown.signal)
     } catch (err) {
-      if (this.#shutdown.signal.aborted) {
-        await releaseJob(db, job.id, this.id) // validated again from the start next time
-        return
+      if (!this.#shutdown.signal.aborted) {
+        log.error({ err }, 'validation failed unexpectedly')
+        await failJob(db, job.id, { code: 'internal_error', message: 'Validating the files failed unexpectedly; the service log has the details.', param: null })
+          .catch((e: unknown) => {
+            // Not even the failure could be stored (the database is failing): the job is tried
+            // again once the lease runs out, rather than at once and again and again.
+            log.error({ err: e }, 'could not record the failure')
+            keepLease = true
+          })
       }
-      this.#opts.log.error({ err, jobId: job.id }, 'validation failed unexpectedly')
-      await failJob(db, job.id, { code: 'internal_error', message: `Validating the files failed unexpectedly: ${(err as Error).message}`, param: null })
     } finally {
       clearInterval(beat)
+      // Queued, failed, cancelled meanwhile, or shutting down: either way the job is not ours now.
+      if (!keepLease) await releaseJob(db, job.id, this.id).catch((e: unknown) => log.warn({ err: e }, 'could not release the job'))
     }
   }
 
@@ -128,7 +139,7 @@ export class Runner {
       await trainJob(this.#ctx, job, options, this.#shutdown.signal)
     } catch (err) {
       this.#opts.log.error({ err, jobId: job.id }, 'training failed unexpectedly')
-      await failJob(this.#ctx.db, job.id, { code: 'internal_error', message: `Running the job failed unexpectedly: ${(err as Error).message}`, param: null })
+      await failJob(this.#ctx.db, job.id, { code: 'internal_error', message: 'Running the job failed unexpectedly; the service log has the details.', param: null })
         .catch(() => {})
     }
   }

@@ -16,7 +16,7 @@ import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
 import { publishMetricsCsv } from './results.js'
-import { startTrainer } from './trainer-process.js'
+import { startTrainer, type TrainerProcess } from './trainer-process.js'
 import { trainerEnv } from './trainer-env.js'
 import { jobDir } from './validate-files.js'
 
@@ -30,43 +30,52 @@ export interface TrainOptions {
   pollMs?: number
 }
 
-const MAX_ATTEMPTS = 5
+const MAX_ATTEMPTS = 5 // claims that did not end the job: lease takeovers and retries (not shutdowns)
 
-type StopReason = 'cancelled' | 'shutdown' | 'lost'
+// cancelled: by the user · shutdown: this runner is stopping · lost: another runner took the job ·
+// retry: what the trainer reported could not be stored (disk, database): resume later from state
+type StopReason = 'cancelled' | 'shutdown' | 'lost' | 'retry'
 
 export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions, shutdown: AbortSignal): Promise<void> {
-  const modelDir = await modelDirOrFail(ctx, job)
-  if (modelDir === null) return
-  const dir = jobDir(ctx, job.id)
-  const specPath = join(dir, 'spec.json')
-  await mkdir(dir, { recursive: true })
-  await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, modelDir, dir), null, 2))
-  const project = await ctx.db.selectFrom('projects').select('name').where('id', '=', job.project_id).executeTakeFirstOrThrow()
   const log = opts.log.child({ jobId: job.id })
-  const lines = new TrainerLines(ctx, job, project.name, join(dir, 'metrics.jsonl'), log)
-
-  const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
-  const trainer = startTrainer(argv, {
-    env: trainerEnv(ctx.config),
-    onLine: (line) => { lines.push(line) },
-    onOther: (text, stream) => log.debug({ stream }, text),
-  })
+  let trainer: TrainerProcess | null = null
   let stopReason: StopReason | null = null
-  const stop = (reason: StopReason, graceMs: number) => { stopReason ??= reason; trainer.stop(graceMs) }
+  let lines: TrainerLines | null = null
   const grace = opts.stopGraceMs ?? 10_000
+  const stop = (reason: StopReason, graceMs: number) => { stopReason ??= reason; trainer?.stop(graceMs) }
   const onShutdown = () => stop('shutdown', grace)
   shutdown.addEventListener('abort', onShutdown)
   if (shutdown.aborted) onShutdown()
+  // Watched from the claim to the last write: the lease must not run out while the model is
+  // prepared or results are published, or a second runner could start on the same job.
   const unwatch = watchJob(ctx, job, opts, log, {
-    cancelled: () => stop('cancelled', Math.min(grace, 5000)),
+    cancelled: () => { if (lines) lines.quiet = true; stop('cancelled', Math.min(grace, 5000)) },
     lost: () => stop('lost', 0),
   })
-
-  const exit = await trainer.exited
-  unwatch()
-  shutdown.removeEventListener('abort', onShutdown)
-  await lines.drained()
-  await finish(ctx, job, { exit, stopReason, errorLine: lines.errorLine, metricsLog: lines.metricsLog, dir, lastStep: lines.lastStep, runnerId: opts.runnerId, log })
+  try {
+    const modelDir = await modelDirOrFail(ctx, job)
+    if (modelDir === null) return
+    const dir = jobDir(ctx, job.id)
+    const specPath = join(dir, 'spec.json')
+    await mkdir(dir, { recursive: true })
+    await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, modelDir, dir), null, 2))
+    const project = await ctx.db.selectFrom('projects').select('name').where('id', '=', job.project_id).executeTakeFirstOrThrow()
+    lines = new TrainerLines(ctx, job, project.name, join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
+    const handler = lines
+    const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
+    trainer = startTrainer(argv, {
+      env: trainerEnv(ctx.config),
+      onLine: (line) => { handler.push(line) },
+      onOther: (text, stream) => log.debug({ stream }, text),
+    })
+    if (stopReason) trainer.stop(stopReason === 'cancelled' ? Math.min(grace, 5000) : grace) // asked for before it started
+    const exit = await trainer.exited
+    await handler.drained()
+    await finish(ctx, job, { exit, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
+  } finally {
+    unwatch()
+    shutdown.removeEventListener('abort', onShutdown)
+  }
 }
 
 /** The folder the trainer loads, or null once the job has been failed with a reason a user can act on. */
@@ -123,10 +132,14 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
     await rm(f.dir, { recursive: true, force: true })
     return
   }
-  if (f.stopReason === 'shutdown') {
-    // Back to the queue: the next start (this machine or another) resumes from the saved state.
-    await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null }, {
-      message: `Training paused at step ${f.lastStep}: the service is shutting down. It resumes from its saved state when a runner is available.`,
+  if (f.stopReason === 'shutdown' || f.stopReason === 'retry') {
+    // Back to the queue: the next runner (this machine or another) resumes from the saved state.
+    // A shutdown is not the job's doing, so it does not count as an attempt.
+    const why = f.stopReason === 'shutdown'
+      ? 'the service is shutting down'
+      : 'storing its progress failed (the service log has details)'
+    await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...(f.stopReason === 'shutdown' ? { attempts: Math.max(0, job.attempts - 1) } : {}) }, {
+      message: `Training paused at step ${f.lastStep}: ${why}. It resumes from its saved state when a runner is available.`,
     })
     await releaseJob(ctx.db, job.id, f.runnerId) // also when it was still queued
     return

@@ -1,21 +1,27 @@
 // The trainer's stdout lines, handled one after another in the order they came: job status and
 // progress, bounded metrics events, checkpoints, the per-step metrics log.
-import { appendFile } from 'node:fs/promises'
+import { appendFile, readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import { updateJob } from '../fine-tuning/jobs.store.js'
 import { moveJob } from './job-state.js'
-import type { TrainerLine } from './protocol.js'
+import { parseTrainerLine, type TrainerLine } from './protocol.js'
 import { metricsLogLine, registerCheckpoint, truncateMetricsLog } from './results.js'
 
 const MAX_METRIC_EVENTS = 100 // per job, besides the first and last step: long jobs stay readable
 
 type Line<T extends TrainerLine['type']> = Extract<TrainerLine, { type: T }>
 
+// A diverged step reports NaN/inf losses as null (protocol): say so rather than throw.
+const fixed = (v: number | null) => (typeof v === 'number' ? v.toFixed(4) : 'n/a')
+
 export class TrainerLines {
   errorLine: Line<'error'> | null = null
+  failure: unknown = null // a line whose effects could not be stored: the attempt must not go on
+  quiet = false // set once the job is cancelled: no more progress is reported
   lastStep: number // the last step already reported (before an interruption too)
   #tokens: number
   #lastWrite = 0
@@ -28,16 +34,21 @@ export class TrainerLines {
     private readonly job: JobRow,
     private readonly projectName: string,
     readonly metricsLog: string,
-    private readonly log: FastifyBaseLogger
+    private readonly checkpointsDir: string,
+    private readonly log: FastifyBaseLogger,
+    private readonly onFailure: () => void
   ) {
     this.lastStep = job.trained_steps ?? 0
     this.#tokens = job.trained_tokens ?? 0
   }
 
-  /** Queues a line; lines are handled strictly in order, and a failure is logged, not thrown. */
+  /** Queues a line; lines are handled strictly in order. A failure stops the attempt (onFailure). */
   push (line: TrainerLine): void {
-    this.#chain = this.#chain.then(() => this.#handle(line))
-      .catch((err: unknown) => this.log.error({ err }, 'handling a trainer line failed'))
+    this.#chain = this.#chain.then(() => this.#handle(line)).catch((err: unknown) => {
+      this.log.error({ err, line: line.type }, 'handling a trainer line failed')
+      this.failure ??= err
+      this.onFailure()
+    })
   }
 
   async drained (): Promise<void> {
@@ -68,6 +79,7 @@ export class TrainerLines {
     this.#firstStep = line.start_step
     this.#startedAt = Date.now()
     await truncateMetricsLog(this.metricsLog, line.start_step)
+    await this.#registerUnreadCheckpoints(line.start_step)
     const resumed = line.start_step > 0 || this.job.status === 'running'
     const message = resumed ? `Fine-tuning job resumed from step ${line.start_step}/${line.total_steps}` : 'Fine-tuning job started'
     if (!(await moveJob(db, this.job.id, 'running', { total_steps: line.total_steps }, { message }))) {
@@ -76,16 +88,25 @@ export class TrainerLines {
     }
   }
 
+  /** Checkpoints written before an interruption whose line the service never read (step-N.json). */
+  async #registerUnreadCheckpoints (upToStep: number): Promise<void> {
+    const names = await readdir(this.checkpointsDir).catch(() => [] as string[])
+    for (const name of names.filter(n => /^step-\d+\.json$/.test(n))) {
+      const line = parseTrainerLine(await readFile(join(this.checkpointsDir, name), 'utf8'))
+      if (line?.type === 'checkpoint' && line.step <= upToStep) await registerCheckpoint(this.ctx, this.job, this.projectName, line)
+    }
+  }
+
   async #onMetrics (line: Line<'metrics'>): Promise<void> {
     await appendFile(this.metricsLog, metricsLogLine(line))
-    if (line.step <= this.lastStep) return // already reported before an interruption
+    if (this.quiet || line.step <= this.lastStep) return // cancelled, or already reported before an interruption
     this.lastStep = line.step
     this.#tokens += line.tokens ?? 0
     const every = Math.max(1, Math.ceil(line.total_steps / MAX_METRIC_EVENTS))
     if (line.step === 1 || line.step % every === 0 || line.step === line.total_steps) {
       await appendEvent(this.ctx.db, this.job.id, {
         type: 'metrics',
-        message: `Step ${line.step}/${line.total_steps}: training loss=${line.train_loss.toFixed(4)}, token accuracy=${line.train_mean_token_accuracy.toFixed(4)}`,
+        message: `Step ${line.step}/${line.total_steps}: training loss=${fixed(line.train_loss)}, token accuracy=${fixed(line.train_mean_token_accuracy)}`,
         data: { step: line.step, total_steps: line.total_steps, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy },
       })
     }

@@ -16,10 +16,14 @@ export const jobDir = (ctx: AppContext, jobId: string) => join(ctx.config.dataDi
  */
 export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
   const ids = await readdir(join(ctx.config.dataDir, 'jobs')).catch(() => [] as string[])
-  if (ids.length === 0) return
-  const finished = await ctx.db.selectFrom('fine_tuning_jobs').select('id')
-    .where('id', 'in', ids).where('status', 'in', ['succeeded', 'failed', 'cancelled']).where('locked_by', 'is', null).execute()
-  for (const { id } of finished) await rm(jobDir(ctx, id), { recursive: true, force: true })
+  for (let i = 0; i < ids.length; i += 500) {
+    const finished = await ctx.db.selectFrom('fine_tuning_jobs').select('id')
+      .where('id', 'in', ids.slice(i, i + 500))
+      .where('status', 'in', ['succeeded', 'failed', 'cancelled'])
+      .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', Date.now())]))
+      .execute()
+    for (const { id } of finished) await rm(jobDir(ctx, id), { recursive: true, force: true })
+  }
 }
 
 export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<void> {

@@ -129,6 +129,8 @@ for (const dialect of DIALECTS) {
       const missing = await env.app.inject({ url: '/v1/models/nope', headers: env.auth() })
       assert.equal(missing.statusCode, 404)
       expectErrorBody(missing)
+      const percent = await env.app.inject({ url: '/v1/models/%25zz', headers: env.auth() })
+      assert.equal(percent.statusCode, 404, 'a % in a model name is a name, not a broken escape')
     })
   })
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { sql } from 'kysely'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
 import { claimJob } from '../../src/runner/queue.js'
 import { Runner } from '../../src/runner/runner.js'
@@ -136,6 +137,7 @@ for (const dialect of DIALECTS) {
         assert.ok(Date.now() - t0 < 5000, 'trainer stopped within a few seconds')
         const job = await get(scoped, `${JOBS}/${jobId}`)
         assert.equal(job.status, 'cancelled')
+        assert.equal(job.estimated_finish, null)
         const checkpoints = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
         assert.ok(checkpoints.length >= 1 && checkpoints.length < 3)
         const file = await scoped.app.inject({ url: `/v1/files/${checkpoints[0].result_files[0]}/content`, headers: scoped.auth() })
@@ -200,6 +202,71 @@ for (const dialect of DIALECTS) {
         await waitFor('the job dir to go', async () => !existsSync(dir))
       } finally {
         await runner.stop()
+      }
+    })
+
+    it('survives a database error during validation: no unhandled rejection, no hot retry loop', async () => {
+      const scoped = await makeTestEnv(dialect)
+      const unhandled: unknown[] = []
+      const onUnhandled = (err: unknown) => { unhandled.push(err) }
+      process.on('unhandledRejection', onUnhandled)
+      try {
+        const jobId = await newJob(scoped, {}, false)
+        await sql`ALTER TABLE job_events RENAME TO job_events_gone`.execute(scoped.ctx.db) // a database that fails every write to events
+        const runner = makeRunner(scoped)
+        runner.start()
+        await new Promise(resolve => setTimeout(resolve, 1000))
+        await runner.stop()
+        await sql`ALTER TABLE job_events_gone RENAME TO job_events`.execute(scoped.ctx.db)
+        assert.deepEqual(unhandled, [])
+        const job = await getJobById(scoped.ctx.db, jobId)
+        assert.equal(job?.status, 'validating_files', 'left to be validated again')
+        assert.ok((job?.locked_until ?? 0) > Date.now(), 'after its lease runs out, not in a hot loop')
+      } finally {
+        process.off('unhandledRejection', onUnhandled)
+        await scoped.close()
+      }
+    })
+
+    it('registers on resume a checkpoint whose line was never read', async () => {
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
+      try {
+        const jobId = await newJob(scoped, { batch_size: 4 })
+        const first = makeRunner(scoped)
+        first.start()
+        await waitFor('a checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
+        await first.stop()
+        // As if the service had died between the trainer writing the checkpoint and reading its line.
+        const [lost] = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
+        await scoped.ctx.db.deleteFrom('checkpoints').where('id', '=', lost.id).execute()
+        await makeRunner(scoped).drain()
+        const job = await get(scoped, `${JOBS}/${jobId}`)
+        assert.equal(job.status, 'succeeded')
+        const steps = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.map((c: { step_number: number }) => c.step_number)
+        assert.deepEqual(steps.sort((a: number, b: number) => a - b), [1, 2, 3].map(e => e * job.total_steps / 3))
+      } finally {
+        await scoped.close()
+      }
+    })
+
+    it('keeps going when a step reports no loss (a diverged step), and counts no shutdown as an attempt', async () => {
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow', FAKE_TRAINER_STEP_MS: '40', FAKE_TRAINER_NULL_LOSS: '1' })
+      try {
+        const jobId = await newJob(scoped, { batch_size: 2 }, false)
+        for (let i = 0; i < 7; i++) {
+          const runner = makeRunner(scoped)
+          runner.start()
+          await waitFor('running', async () => (await getJobById(scoped.ctx.db, jobId))?.status === 'running')
+          await runner.stop()
+        }
+        await makeRunner(scoped).drain()
+        const job = await get(scoped, `${JOBS}/${jobId}`)
+        assert.equal(job.status, 'succeeded', JSON.stringify(job.error))
+        assert.equal(job.trained_steps, job.total_steps)
+        const events = (await get(scoped, `${JOBS}/${jobId}/events?limit=100`)).data.map((e: { message: string }) => e.message)
+        assert.ok(events.some((m: string) => /training loss=n\/a/.test(m)))
+      } finally {
+        await scoped.close()
       }
     })
 

@@ -40,8 +40,13 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def line(type_: str, **fields: Any) -> str:
+    """One protocol line (without the newline), non-finite numbers as null."""
+    return json.dumps(_clean({"type": type_, **fields}), allow_nan=False)
+
+
 def emit(type_: str, **fields: Any) -> None:
-    _out.write(json.dumps(_clean({"type": type_, **fields}), allow_nan=False) + "\n")
+    _out.write(line(type_, **fields) + "\n")
     _out.flush()
 
 

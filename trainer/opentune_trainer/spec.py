@@ -77,7 +77,7 @@ def parse_hparams(raw: dict) -> HParams:
     if hp.lora:
         _check(hp.lora_r >= 1, "lora_r", "must be ≥ 1")
         _check(hp.lora_alpha > 0, "lora_alpha", "must be > 0")
-        _check(0 <= hp.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        _check(0 <= hp.lora_dropout <= 1, "lora_dropout", "must be in [0, 1]")  # the API's range
     return hp
 
 

@@ -25,6 +25,7 @@ from .lora import apply_lora
 from .loss import linear_cross_entropy
 from .model import compile_blocks
 from .protocol import JobError, emit, log
+from .protocol import line as protocol_line
 from .spec import Spec
 
 STATE_EVERY_S = float(os.environ.get("OPENTUNE_STATE_EVERY_S", "900"))  # mid-epoch state saves
@@ -283,7 +284,15 @@ class Trainer:
                                             self.hp.lora_dropout, self.spec.base_model or self.spec.model_dir)
         else:
             files = checkpoint.save_full(out, self.model, self.spec.model_dir)
-        emit("checkpoint", step=self.step, epoch=epoch, dir=out, files=files, metrics=metrics)
+        # The line is also kept beside the folder: state is saved right after it, so a service that
+        # dies before reading the line would never hear of this checkpoint again; on resume it reads
+        # checkpoints/step-N.json instead (docs/trainer-protocol.md §3).
+        fields = dict(step=self.step, epoch=epoch, dir=out, files=files, metrics=metrics)
+        tmp = out + ".json.tmp"
+        with open(tmp, "w") as f:
+            f.write(protocol_line("checkpoint", **fields))
+        os.replace(tmp, out + ".json")
+        emit("checkpoint", **fields)
 
     def save_state(self) -> None:
         trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
