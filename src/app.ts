@@ -28,6 +28,9 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     bodyLimit: ctx.config.maxJsonBodyBytes,
     routerOptions: { maxParamLength: 20_000 }, // long ids reach the handler and get the same 404 as any unknown id
     requestIdHeader: false,
+    // Requests that still arrive on open connections while shutting down are served, with our error
+    // bodies, rather than answered by Fastify's own 503 body.
+    return503OnClosing: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomHex24()}`

@@ -82,8 +82,6 @@ export const errors = {
     `Requested range is outside the file (${size} bytes).`),
   validation: (issues: ValidationIssue[]) => new ApiError(422, INVALID, 'validation_error',
     issues.map(formatIssue).join('; '), issues[0] ? issueParam(issues[0]) : null, issues),
-  serviceUnavailable: () => new ApiError(503, 'server_error', 'shutting_down',
-    'The server is shutting down; retry shortly.'),
   internal: (requestId: string) => new ApiError(500, 'server_error', 'internal_error',
     `The server had an error while processing your request (request id ${requestId}).`),
 }

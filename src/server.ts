@@ -19,12 +19,13 @@ const SWEEP_EVERY_MS = 5 * 60 * 1000
 export async function startService (config: Readonly<Config>): Promise<Service> {
   const ctx = await openContext(config)
   const app = await buildApp(ctx)
-  const sweep = async () => {
-    const removed = await ctx.blobs.sweep(config.uploadStaleSeconds, ids => existingFileIds(ctx.db, ids))
+  const sweep = async (staleSeconds: number) => {
+    const removed = await ctx.blobs.sweep(staleSeconds, ids => existingFileIds(ctx.db, ids))
     if (removed > 0) app.log.info({ removed }, 'removed abandoned uploads')
   }
-  await sweep()
-  const timer = setInterval(() => { sweep().catch(err => app.log.error({ err }, 'upload sweep failed')) }, SWEEP_EVERY_MS)
+  await sweep(config.uploadStaleSeconds)
+  // While serving, an upload in progress must never look stale: at least a minute, whatever the setting.
+  const timer = setInterval(() => { sweep(Math.max(60, config.uploadStaleSeconds)).catch(err => app.log.error({ err }, 'upload sweep failed')) }, SWEEP_EVERY_MS)
   timer.unref()
   const url = await app.listen({ host: config.host, port: config.port })
   const runner = config.runner && config.maxConcurrentJobs > 0 ? new Runner(ctx, { log: app.log }) : null

@@ -53,7 +53,8 @@ export function makeModelCatalog (modelsDir: string, builtinModelsDir: string): 
 
 function safeReaddir (dir: string): string[] {
   try {
-    return readdirSync(dir, { withFileTypes: true }).filter(d => d.isDirectory() && !d.name.startsWith('.')).map(d => d.name)
+    // Symlinked model folders count too: find() follows them, so list() must show them.
+    return readdirSync(dir, { withFileTypes: true }).filter(d => (d.isDirectory() || d.isSymbolicLink()) && !d.name.startsWith('.')).map(d => d.name)
   } catch {
     return []
   }
