@@ -7,7 +7,7 @@ import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
-import { getJobById } from '../fine-tuning/jobs.store.js'
+import { getJobById, updateJobIf } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
 import { classifyExit } from './exit.js'
 import { failJob, moveJob } from './job-state.js'
@@ -127,6 +127,8 @@ interface FinishInput {
 async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<void> {
   if (f.stopReason === 'lost') return // another runner holds the job now
   if (f.stopReason === 'cancelled') {
+    // Lines read after the cancel may have refreshed the estimate; a cancelled job has none.
+    await updateJobIf(ctx.db, job.id, ['cancelled'], { estimated_finish: null })
     await appendEvent(ctx.db, job.id, { message: `Training stopped at step ${f.lastStep} after cancellation; checkpoints so far remain available.` })
     await releaseJob(ctx.db, job.id, f.runnerId)
     await rm(f.dir, { recursive: true, force: true })

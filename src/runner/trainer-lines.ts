@@ -103,23 +103,27 @@ export class TrainerLines {
     this.lastStep = line.step
     this.#tokens += line.tokens ?? 0
     const every = Math.max(1, Math.ceil(line.total_steps / MAX_METRIC_EVENTS))
-    if (line.step === 1 || line.step % every === 0 || line.step === line.total_steps) {
-      await appendEvent(this.ctx.db, this.job.id, {
-        type: 'metrics',
-        message: `Step ${line.step}/${line.total_steps}: training loss=${fixed(line.train_loss)}, token accuracy=${fixed(line.train_mean_token_accuracy)}`,
-        data: { step: line.step, total_steps: line.total_steps, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy },
-      })
-    }
-    // The job row at most once a second (and at the last step): a fast trainer is not slowed by it.
+    const reported = line.step === 1 || line.step % every === 0 || line.step === line.total_steps
+    // The job row at most once a second, but always with an event: both in one transaction, so
+    // trained_steps is never behind a reported step, and a resumed job (which skips steps up to
+    // trained_steps) reports no step twice.
     const now = Date.now()
-    if (now - this.#lastWrite >= 1000 || line.step === line.total_steps) {
-      this.#lastWrite = now
-      const perStep = (now - this.#startedAt) / Math.max(1, line.step - this.#firstStep)
-      await updateJob(this.ctx.db, this.job.id, {
+    if (!reported && now - this.#lastWrite < 1000) return
+    this.#lastWrite = now
+    const perStep = (now - this.#startedAt) / Math.max(1, line.step - this.#firstStep)
+    await this.ctx.db.transaction().execute(async (trx) => {
+      if (reported) {
+        await appendEvent(trx, this.job.id, {
+          type: 'metrics',
+          message: `Step ${line.step}/${line.total_steps}: training loss=${fixed(line.train_loss)}, token accuracy=${fixed(line.train_mean_token_accuracy)}`,
+          data: { step: line.step, total_steps: line.total_steps, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy },
+        })
+      }
+      await updateJob(trx, this.job.id, {
         trained_steps: line.step,
         trained_tokens: this.#tokens,
         estimated_finish: Math.round((now + perStep * (line.total_steps - line.step)) / 1000),
       })
-    }
+    })
   }
 }
