@@ -42,6 +42,14 @@ async function newJob (env: TestEnv, hyperparameters: Record<string, unknown> = 
 
 const get = async (env: TestEnv, url: string) => (await env.app.inject({ url, headers: env.auth() })).json()
 
+/** A runner trains until the job has a checkpoint, then stops as a shutting-down service does. */
+async function trainUntilFirstCheckpointThenStop (env: TestEnv, jobId: string): Promise<void> {
+  const runner = makeRunner(env)
+  runner.start()
+  await waitFor('a checkpoint', async () => (await get(env, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
+  await runner.stop()
+}
+
 for (const dialect of DIALECTS) {
   describe(`${dialect}: runner`, () => {
     let env: TestEnv
@@ -169,10 +177,7 @@ for (const dialect of DIALECTS) {
       const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
       try {
         const jobId = await newJob(scoped, { batch_size: 4 })
-        const first = makeRunner(scoped)
-        first.start()
-        await waitFor('a checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
-        await first.stop()
+        await trainUntilFirstCheckpointThenStop(scoped, jobId)
         const paused = await get(scoped, `${JOBS}/${jobId}`)
         assert.equal(paused.status, 'queued')
         await makeRunner(scoped).drain()
@@ -232,10 +237,7 @@ for (const dialect of DIALECTS) {
       const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
       try {
         const jobId = await newJob(scoped, { batch_size: 4 })
-        const first = makeRunner(scoped)
-        first.start()
-        await waitFor('a checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
-        await first.stop()
+        await trainUntilFirstCheckpointThenStop(scoped, jobId)
         // As if the service had died between the trainer writing the checkpoint and reading its line.
         const [lost] = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
         await scoped.ctx.db.deleteFrom('checkpoints').where('id', '=', lost.id).execute()
