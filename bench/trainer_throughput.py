@@ -2,6 +2,7 @@
 
     python3 bench/trainer_throughput.py                      # all configs, one JSON line each
     OPENTUNE_COMPILE=0 python3 bench/trainer_throughput.py   # without torch.compile
+    python3 bench/trainer_throughput.py --smoke              # a tiny config on the CPU: does it run?
     python3 /work/shared/bench/hf_peft_baseline.py           # the baseline, same GPU
 
 Same workload as the baseline: random-init Llama configs, LoRA r=16 alpha=32 on all seven linear
@@ -30,7 +31,10 @@ CONFIGS = {
                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+    "smoke": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=512),
 }
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 COMPILE = os.environ.get("OPENTUNE_COMPILE", "1") != "0" and hasattr(torch.nn.Module, "compile")
 
 
@@ -38,7 +42,7 @@ def make_model(name, seq):
     cfg = ModelConfig.from_hf(dict(CONFIGS[name], model_type="llama", max_position_embeddings=seq,
                                    rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=(name == "llama-1b")))
     torch.manual_seed(0)
-    model = build_model(cfg, torch.device("cuda"), torch.bfloat16)
+    model = build_model(cfg, torch.device(DEVICE), torch.bfloat16)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith("norm.weight"):
@@ -58,14 +62,14 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
         compile_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
-    x = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
+    x = torch.randint(0, cfg.vocab_size, (batch, seq), device=DEVICE)
     y = torch.full_like(x, -100)
     y[:, :-1] = x[:, 1:]
     idx = (y.view(-1) != -100).nonzero().view(-1)
     n_loss = idx.numel()
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
             h = model(x)
             h = h.reshape(-1, h.shape[-1]).index_select(0, idx)
             loss, _ = linear_cross_entropy(h, model.lm_head.weight, y.view(-1).index_select(0, idx))
@@ -77,12 +81,12 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
 
     for _ in range(3):  # warm-up (and compilation)
         step()
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
         loss = step()
     loss.item()
-    torch.cuda.synchronize()
+    sync()
     dt = (time.perf_counter() - t) / steps
     tok_s = batch * seq / dt
     L, H, Q = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim
@@ -90,8 +94,17 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
     mfu6 = tok_s * (6 * n_params + attn) / (peak_tflops * 1e12)
     print(json.dumps(dict(impl="opentune", model=name, params=n_params, batch=batch, seq=seq,
                           grad_ckpt=ckpt, step_s=round(dt, 4), tokens_per_s=round(tok_s),
-                          mfu_6N=round(mfu6, 4), max_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1),
+                          mfu_6N=round(mfu6, 4), max_mem_gib=round(max_memory() / 2**30, 1),
                           compile=COMPILE, attention=attention.BACKEND)), flush=True)
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def max_memory() -> int:
+    return torch.cuda.max_memory_allocated() if DEVICE == "cuda" else 0
 
 
 def safe_run(*args):
@@ -100,12 +113,17 @@ def safe_run(*args):
     except torch.cuda.OutOfMemoryError as e:
         print(json.dumps(dict(impl="opentune", model=args[0], batch=args[1], seq=args[2], grad_ckpt=args[4],
                               error="out_of_memory", detail=str(e).splitlines()[0])), flush=True)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 if __name__ == "__main__":
     peak = 989.0  # H100 SXM dense bf16 TFLOP/s
+    if "--smoke" in sys.argv:
+        safe_run("smoke", 2, 128, 2, False, peak)
+        safe_run("smoke", 2, 128, 2, True, peak)
+        sys.exit(0)
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     safe_run("llama-1b", 8, 2048, 10, False, peak)
     safe_run("llama-1b", 8, 2048, 10, True, peak)

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .model import autocast_dtype
+
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -34,7 +36,7 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight, self.bias)
         a = self.dropout(x)
-        if not torch.is_autocast_enabled():  # eager fp32/bf16 mixes need an explicit cast
+        if autocast_dtype(x.device.type) is None:  # eager fp32/bf16 mixes need an explicit cast
             a = a.to(self.lora_A.weight.dtype)
         return y + (self.lora_B(self.lora_A(a)) * self.scaling).to(y.dtype)
 

@@ -204,7 +204,7 @@ class LlamaForCausalLM(nn.Module):
         if pos is None:
             pos = torch.arange(T, device=tokens.device).expand(B, T)
         x = self.model.embed_tokens(tokens)
-        dtype = _autocast_dtype(x) or x.dtype  # cos/sin in the compute dtype, as HF does
+        dtype = autocast_dtype(x.device.type) or x.dtype  # cos/sin in the compute dtype, as HF does
         cos, sin = self.rope(pos, dtype)
         mask = attention.make_mask(doc, T, self.config.sliding_window, tokens.device)
         for block in self.model.layers:
@@ -234,12 +234,15 @@ def compile_blocks(model: LlamaForCausalLM) -> bool:
     return True
 
 
-def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    if not x.is_cuda:
-        return None
-    if hasattr(torch, "get_autocast_dtype"):  # torch ≥ 2.4
-        return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-    return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes in on this device type, or None when autocast is off there."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch ≥ 2.4: one call for every device type
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return None
 
 
 def init_weights(model: LlamaForCausalLM, seed: int, std: float = 0.02) -> None:

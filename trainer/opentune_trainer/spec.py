@@ -40,6 +40,7 @@ class Spec:
     resume: bool
     seed: int
     device: str
+    precision: str  # auto (bf16 on CUDA that has it, else float32) | float32 | bfloat16
     hp: HParams
     valid_sample_rows: int
     base_model: Optional[str]  # the model id, for adapter_config.json's base_model_name_or_path
@@ -88,9 +89,12 @@ def load_spec(path: str) -> Spec:
         if not isinstance(s.get(key), str):
             raise ValueError(f"job spec: {key} must be a path")
     micro = s.get("micro_batch_size")
+    if s.get("precision", "auto") not in ("auto", "float32", "bfloat16"):
+        raise ValueError("job spec: precision must be auto, float32 or bfloat16")
     return Spec(job_id=str(s.get("job_id", "")), model_dir=s["model_dir"], train_data=s["train_data"],
                 valid_data=s.get("valid_data"), output_dir=s["output_dir"], resume=bool(s.get("resume", False)),
                 seed=int(s.get("seed") or 0), device=s.get("device") or "auto",
+                precision=s.get("precision") or "auto",
                 hp=parse_hparams(s.get("hyperparameters") or {}),
                 valid_sample_rows=int(s.get("valid_sample_rows") or 32), base_model=s.get("base_model"),
                 micro_batch_size=int(micro) if micro else None)

@@ -63,7 +63,7 @@ class Trainer:
             raise JobError("invalid_hyperparameters", "device cuda requested but CUDA is not available", "device")
         self.device = torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         cuda = self.device.type == "cuda"
-        self.amp = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        self.amp = self._compute_dtype(spec.precision)
         # LoRA: frozen base stored in the compute dtype. Full: float32 master weights + autocast.
         store = self.amp if (self.amp and hp.lora) else torch.float32
         self.pad_multiple = 64 if cuda else 1
@@ -102,6 +102,15 @@ class Trainer:
         self.fingerprint = self._fingerprint()
         if spec.resume:
             self._resume()
+
+    def _compute_dtype(self, precision: str) -> Optional[torch.dtype]:
+        """bf16 autocast dtype, or None for plain float32."""
+        if precision == "float32":
+            return None
+        if precision == "bfloat16":
+            return torch.bfloat16  # asked for explicitly: CPU autocast has it too (slowly, without AMX)
+        cuda = self.device.type == "cuda"
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
 
     def _load_split(self, path: str, cfg, code: str) -> data.Split:
         try:
@@ -146,7 +155,7 @@ class Trainer:
     def autocast(self):
         if self.amp is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp)
 
     def forward_stats(self, split: data.Split, rows: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """(Σ CE, Σ correct) over the loss tokens of `rows`; gradients flow when grad is enabled."""

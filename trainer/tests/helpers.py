@@ -92,7 +92,8 @@ def make_spec(tmp: str, model_dir: str, train: str, valid: Optional[str] = None,
     hparams = {"batch_size": 4, "learning_rate": 1e-2, "n_epochs": 2, "warmup_ratio": 0.0,
                "weight_decay": 0.0, "max_grad_norm": 1.0, "lora": True, "lora_r": 8,
                "lora_alpha": 16, "lora_dropout": 0.0}
-    extra = {k: hp.pop(k) for k in ("micro_batch_size", "resume", "seed", "valid_sample_rows", "base_model") if k in hp}
+    extra = {k: hp.pop(k) for k in ("micro_batch_size", "resume", "seed", "valid_sample_rows", "base_model", "precision")
+             if k in hp}
     hparams.update(hp)
     spec = {"version": 1, "job_id": "ftjob-test", "model_dir": model_dir, "train_data": train,
             "valid_data": valid, "output_dir": os.path.join(tmp, "out"), "resume": True, "seed": 0,

@@ -1,11 +1,14 @@
-"""GPU checks for a session with CUDA (skipped here otherwise):
+"""Parity with Hugging Face, on CUDA when present, else on the CPU (skipped without transformers):
 
-    cd trainer && python3 -m pytest -q -m gpu tests/test_gpu_parity.py
+    cd trainer && python3 -m pytest -q tests/test_hf_parity.py
 
 - our logits equal `transformers`' to float32 tolerance for random-init Llama 3 (llama3 rope
   scaling), Qwen2, Qwen3 and Mistral, and a document packed into a row equals it alone;
-- PEFT loads our adapter checkpoint and reproduces our LoRA logits;
-- the bf16 / compile / fused-AdamW training path runs end to end through the CLI.
+- PEFT loads our adapter checkpoint and reproduces our LoRA logits (skipped without peft);
+- FlexAttention with a document block mask equals the default path (skipped before torch 2.5).
+
+Debian's torch 1.13 has no transformers beside it; `scripts/test-torch2.sh` runs this file on
+Debian sid's current CPU PyTorch + transformers, and a GPU machine runs it with `-m gpu` too.
 """
 import os
 import subprocess
@@ -14,11 +17,11 @@ import sys
 import pytest
 import torch
 
-from helpers import TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
+from helpers import TRAINER_DIR
 from opentune_trainer import checkpoint
 from opentune_trainer.lora import apply_lora
 
-pytestmark = pytest.mark.gpu
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 COMMON = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6)
@@ -43,21 +46,21 @@ def hf_model(tmp_path, arch):
             if n.endswith("norm.weight") or n.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(str(tmp_path))  # safetensors by default
-    return model.cuda().eval()
+    return model.to(DEVICE).eval()
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_logits_match_transformers(tmp_path, arch):
     ref_model = hf_model(tmp_path, arch)
-    ours = checkpoint.load_model(str(tmp_path), "cuda", torch.float32).eval()
-    x = torch.randint(0, 512, (2, 200), device="cuda")
+    ours = checkpoint.load_model(str(tmp_path), DEVICE, torch.float32).eval()
+    x = torch.randint(0, 512, (2, 200), device=DEVICE)
     with torch.no_grad():
         ref = ref_model(input_ids=x).logits.float()
         out = ours.logits(x)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
         a, b = x[:1, :80], x[1:, :120]  # b packed after a must equal b alone
-        pos = torch.cat([torch.arange(80), torch.arange(120)]).cuda()[None]
-        doc = torch.cat([torch.zeros(80), torch.ones(120)]).long().cuda()[None]
+        pos = torch.cat([torch.arange(80), torch.arange(120)]).to(DEVICE)[None]
+        doc = torch.cat([torch.zeros(80), torch.ones(120)]).long().to(DEVICE)[None]
         packed = ours.logits(torch.cat([a, b], 1), pos, doc)
         torch.testing.assert_close(packed[:, 80:], ref_model(input_ids=b).logits.float(), rtol=1e-4, atol=1e-4)
 
@@ -66,7 +69,7 @@ def test_logits_match_transformers(tmp_path, arch):
 def test_peft_loads_our_adapter(tmp_path, arch):
     peft = pytest.importorskip("peft")
     hf = hf_model(tmp_path / "base", arch)
-    ours = checkpoint.load_model(str(tmp_path / "base"), "cuda", torch.float32)
+    ours = checkpoint.load_model(str(tmp_path / "base"), DEVICE, torch.float32)
     apply_lora(ours, r=8, alpha=16, dropout=0.0)
     with torch.no_grad():
         for n, p in ours.named_parameters():
@@ -75,25 +78,9 @@ def test_peft_loads_our_adapter(tmp_path, arch):
     files = checkpoint.save_adapter(str(tmp_path / "adapter"), ours, 8, 16, 0.0, str(tmp_path / "base"))
     assert files == ["adapter_config.json", "adapter_model.safetensors"]
     loaded = peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
-    x = torch.randint(0, 512, (2, 64), device="cuda")
+    x = torch.randint(0, 512, (2, 64), device=DEVICE)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval().logits(x), loaded(input_ids=x).logits.float(), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("lora", [True, False])
-def test_cuda_training_path(tmp_path, tiny_dir, lora):
-    write_split(str(tmp_path / "train"), chat_docs(32, seed=1), packing=True)
-    write_split(str(tmp_path / "valid"), chat_docs(8, seed=2), split="valid")
-    spec = make_spec(str(tmp_path), tiny_dir, str(tmp_path / "train"), str(tmp_path / "valid"),
-                     lora=lora, learning_rate=5e-3 if lora else 1e-3, n_epochs=16, batch_size=1)
-    spec_text = open(spec).read().replace('"device": "cpu"', '"device": "cuda"')
-    open(spec, "w").write(spec_text)
-    code, lines, err = run_cli("train", "--spec", spec, timeout=600)
-    assert code == 0, err
-    started = lines[0] if lines[0]["type"] == "started" else lines[1]
-    assert started["device"] == "cuda" and started["dtype"] == "bfloat16"
-    losses = [m["train_loss"] for m in lines if m["type"] == "metrics"]
-    assert losses[-1] < losses[0] - 0.5
 
 
 def test_flex_attention_keeps_documents_apart(tiny_dir):
@@ -101,10 +88,10 @@ def test_flex_attention_keeps_documents_apart(tiny_dir):
     code = f"""
 import torch
 from opentune_trainer import checkpoint
-m = checkpoint.load_model({tiny_dir!r}, "cuda", torch.float32).eval()
-x = torch.randint(0, 256, (1, 256), device="cuda")
-pos = torch.cat([torch.arange(100), torch.arange(156)]).cuda()[None]
-doc = torch.cat([torch.zeros(100), torch.ones(156)]).long().cuda()[None]
+m = checkpoint.load_model({tiny_dir!r}, {DEVICE!r}, torch.float32).eval()
+x = torch.randint(0, 256, (1, 256), device={DEVICE!r})
+pos = torch.cat([torch.arange(100), torch.arange(156)]).to({DEVICE!r})[None]
+doc = torch.cat([torch.zeros(100), torch.ones(156)]).long().to({DEVICE!r})[None]
 with torch.no_grad():
     torch.testing.assert_close(m.logits(x, pos, doc)[:, 100:], m.logits(x[:, 100:]), rtol=1e-4, atol=1e-4)
 """

@@ -1,0 +1,67 @@
+"""The paths a GPU takes, checked on the CPU: bf16 autocast over a bf16 frozen base (what CUDA runs
+by default) and torch.compile'd blocks against eager. On Debian's torch 1.13 the compile test skips;
+`scripts/test-torch2.sh` runs it on current PyTorch."""
+import copy
+
+import pytest
+import torch
+
+from helpers import chat_docs, make_spec, write_split
+from opentune_trainer import checkpoint
+from opentune_trainer.lora import apply_lora
+from opentune_trainer.model import compile_blocks
+from opentune_trainer.spec import load_spec
+from opentune_trainer.train import Trainer
+
+
+def trainer_for(tmp_path, tiny_dir, **hp):
+    write_split(str(tmp_path / "train"), chat_docs(16, seed=7), packing=True, seq_len=256)
+    t = Trainer(load_spec(make_spec(str(tmp_path), tiny_dir, str(tmp_path / "train"), **hp)))
+    t.setup()
+    return t
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_bf16_training_matches_float32_then_learns(tmp_path, tiny_dir, lora):
+    hp = dict(lora=lora, batch_size=4, learning_rate=5e-3 if lora else 1e-3, n_epochs=8)
+    fp32 = trainer_for(tmp_path / "fp32", tiny_dir, precision="float32", **hp)
+    bf16 = trainer_for(tmp_path / "bf16", tiny_dir, precision="bfloat16", **hp)
+    assert fp32.amp is None and bf16.amp is torch.bfloat16
+    base = bf16.model.model.layers[0].self_attn.q_proj.weight
+    # LoRA keeps the frozen base in bf16 and trains float32 adapters; full keeps float32 masters
+    assert base.dtype == (torch.bfloat16 if lora else torch.float32)
+    assert all(p.dtype == torch.float32 for p in bf16.params)
+    rows = list(range(len(bf16.train_split)))[:4]
+    first32, first16 = fp32.train_step(rows)["train_loss"], bf16.train_step(rows)["train_loss"]
+    assert first16 == pytest.approx(first32, rel=0.02)  # same model, bf16 rounding only
+    losses = [first16]
+    while bf16.step < bf16.total_steps:
+        epoch, k = divmod(bf16.step, bf16.steps_per_epoch)
+        losses.append(bf16.train_step(list(range(len(bf16.train_split)))[k * 4:(k + 1) * 4])["train_loss"])
+    assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.skipif(not hasattr(torch.nn.Module, "compile"), reason="torch.compile needs torch ≥ 2.2")
+def test_compiled_blocks_equal_eager(tiny_dir):
+    eager = checkpoint.load_model(tiny_dir, "cpu", torch.float32)
+    apply_lora(eager, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for n, p in eager.named_parameters():
+            if n.endswith("lora_B.weight"):
+                p.normal_(0.0, 0.05)
+    compiled = copy.deepcopy(eager)
+    assert compile_blocks(compiled)
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 96))
+    pos = torch.cat([torch.arange(40), torch.arange(56)]).expand(2, 96)
+    doc = torch.cat([torch.zeros(40), torch.ones(56)]).long().expand(2, 96)
+    outs = []
+    for model in (eager, compiled):
+        logits = model.logits(x, pos, doc)
+        logits.logsumexp(-1).mean().backward()
+        outs.append((logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (l0, g0), (l1, g1) = outs
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-4)
+    assert set(g1) == set(g0) and len(g0) == 2 * 7 * len(eager.model.layers)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-6)
