@@ -3,6 +3,10 @@ import sys
 
 import pytest
 
+# before anything imports torch (see opentune_trainer/__init__.py: spinning OpenMP threads make
+# torch 2.x on 2 cores ~20× slower)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the trainer/ folder: import opentune_trainer
 sys.path.insert(0, HERE)  # helpers
