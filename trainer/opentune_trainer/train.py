@@ -191,7 +191,9 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - only OOM is retried
                 if not is_oom(e):
                     raise
-                self._shrink()
+            # shrink outside the except block: until it ends, the traceback keeps every frame of
+            # the failed forward/backward alive, activations included, and empty_cache frees nothing
+            self._shrink()
         lr = lr_at(self.step + 1, self.total_steps, self.warmup, self.hp.learning_rate)
         norm = None
         if n_loss:
