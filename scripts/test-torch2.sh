@@ -5,6 +5,7 @@
 # FlexAttention document masks, torch.compile'd blocks, fused AdamW, bf16 autocast.
 #
 #   bash scripts/test-torch2.sh [pytest args]     # needs root (debootstrap, chroot, mount)
+#   bash scripts/test-torch2.sh --run CMD [ARGS]  # any command, run from the repo root in there
 #
 # The chroot is built once (~3 min, ~3 GB) under $OPENTUNE_TORCH2_ROOT and reused. A machine that
 # cannot build it (not root, no mirror) skips with a message; a failing test fails.
@@ -44,6 +45,8 @@ mount_in() {  # mount_in <target> <mount args…>; undone on exit
 }
 unmount_all() { for m in "${mounted[@]}"; do umount -l "$m" || true; done; }
 
+exec 9>"$root.lock"
+flock 9  # one run at a time: a second run's exit would unmount the first one's /repo
 [ -f "$root/.opentune-ready" ] || build_root
 trap unmount_all EXIT
 mount_in "$root/proc" -t proc proc
@@ -54,6 +57,10 @@ mount_in "$root/repo" --bind "$repo"
 # Debian's libtorch links inductor's CPU kernels without -lsleef: their load probe fails, inductor
 # thinks the CPU has no vector ISA and FlexAttention refuses to compile. Preloading sleef fixes it.
 sleef=$(ls "$root"/usr/lib/x86_64-linux-gnu/libsleef.so.3 2>/dev/null | sed "s|^$root||" || true)
-chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
-  LD_PRELOAD="$sleef" bash -c 'cd /repo/trainer && python3 -c "import torch, transformers; print(\"test-torch2: torch\", torch.__version__, \"transformers\", transformers.__version__)" && python3 -m pytest -q -p no:cacheprovider "$@"' \
+in_root=(chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 LD_PRELOAD="$sleef")
+if [ "${1:-}" = --run ]; then
+  "${in_root[@]}" bash -c 'cd /repo && exec "$@"' run "${@:2}"
+  exit
+fi
+"${in_root[@]}" bash -c 'cd /repo/trainer && python3 -c "import torch, transformers; print(\"test-torch2: torch\", torch.__version__, \"transformers\", transformers.__version__)" && python3 -m pytest -q -p no:cacheprovider "$@"' \
   test-torch2 "$@"
