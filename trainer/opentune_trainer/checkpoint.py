@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 from typing import Dict, List, Optional, Tuple
@@ -57,27 +58,32 @@ def weight_files(model_dir: str) -> List[str]:
     return files
 
 
-def weights_bytes(files: List[str]) -> int:
+def param_count(files: List[str]) -> int:
+    """Parameters stored in the files, from their headers' shapes (whatever dtype they are in)."""
     total = 0
     for f in files:
         for k, v in st.read_header(f).items():
             if k != "__metadata__":
-                total += v["data_offsets"][1] - v["data_offsets"][0]
+                total += math.prod(v["shape"])
     return total
 
 
-def check_fits(weight_bytes: int, cfg: ModelConfig, lora: bool, device: torch.device) -> Optional[str]:
+def check_fits(n_params: int, lora: bool, store: torch.dtype, device: torch.device) -> Optional[str]:
     """Why the model cannot train on `device` (None when it can): weights + optimizer vs free memory.
-    LoRA keeps the frozen base in bf16 on CUDA (float32 on CPU); full fine-tuning needs float32
+    LoRA keeps only the frozen base, in `store` (bf16 on CUDA); full fine-tuning needs float32
     weights, gradients and two AdamW moments: 16 bytes per parameter. Activations come on top."""
-    n_params = weight_bytes / (2 if cfg.torch_dtype in ("bfloat16", "float16") else 4)
-    per_param = 16 if not lora else (2 if device.type == "cuda" else 4)
+    per_param = 16 if not lora else torch.empty((), dtype=store).element_size()
     need = n_params * per_param * 1.1
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _available_ram()
+    free = _free_cuda_memory(device) if device.type == "cuda" else _available_ram()
     if need <= free:
         return None
     return (f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
             f"{free / 2**30:.1f} GiB free on {device.type}")
+
+
+def _free_cuda_memory(device: torch.device) -> int:
+    # torch 1.13 wants an index: mem_get_info(torch.device("cuda")) raises ValueError there
+    return torch.cuda.mem_get_info(device.index if device.index is not None else torch.cuda.current_device())[0]
 
 
 def _available_ram() -> float:

@@ -49,7 +49,8 @@ class _LinearCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_correct):
         gh, gw = ctx.saved_tensors
-        dh = gh * grad_loss.to(gh.dtype) if gh is not None else None
+        # scale in float32: grad_loss is 1/n_loss, and rounding it to bf16 biased every gradient
+        dh = (gh.float() * grad_loss).to(gh.dtype) if gh is not None else None
         dw = (gw * grad_loss).to(ctx.w_dtype) if gw is not None else None
         return dh, dw, None, None, None
 

@@ -138,7 +138,9 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+            # full fine-tune under autocast: float32 norm weights promote bf16 q/k to float32.
+            # Cast back, as SDPA's autocast would; FlexAttention wants one dtype for q, k and v.
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, heads, T, head_dim]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = q * cos + rotate_half(q) * sin
@@ -218,19 +220,25 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self(tokens, pos, doc)).float()
 
 
-def compile_blocks(model: LlamaForCausalLM) -> bool:
+def compile_blocks(model: LlamaForCausalLM, backend="inductor") -> bool:
     """torch.compile each decoder block in place (names unchanged); False where unavailable.
     Per block, not the whole model: one small graph reused by every layer compiles fast and
     leaves the chunked loss and the Python step loop alone."""
     if not hasattr(nn.Module, "compile"):  # torch < 2.2
         return False
     import torch._dynamo
-    # torch < 2.5 guards on each block's identity: one cache entry per layer, so lift the
-    # default limit of 8 or the deeper layers silently fall back to eager
     cfg = torch._dynamo.config
-    cfg.cache_size_limit = max(cfg.cache_size_limit, 4 * len(model.model.layers))
+    # compiling happens lazily, at the first step: a machine without Triton or a C compiler, or
+    # an Inductor bug, must cost speed (eager, a warning on stderr), not the job
+    cfg.suppress_errors = True
+    # torch < 2.5 guards on each block's identity: one cache entry per layer (and per train/eval,
+    # mask/no mask), so lift the default limits or the deeper layers silently fall back to eager
+    n = 8 * len(model.model.layers)
+    cfg.cache_size_limit = max(cfg.cache_size_limit, n)
+    if hasattr(cfg, "accumulated_cache_size_limit"):
+        cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, n)
     for block in model.model.layers:
-        block.compile()
+        block.compile(backend=backend)
     return True
 
 

@@ -99,10 +99,19 @@ def _tensor_from(mm, start: int, info: dict, path: str, name: str) -> torch.Tens
     return t.reshape(shape).clone()
 
 
-def _raw_bytes(t: torch.Tensor) -> bytes:
+WRITE_CHUNK = 1 << 28  # bytes per write() call
+
+
+def _write_tensor(f, t: torch.Tensor) -> None:
+    """The tensor's raw bytes, without a copy. A ctypes array over its memory, not string_at:
+    string_at's size is a C int, so a tensor of 2 GiB failed and one of 4 GiB wrote short."""
     t = t.detach().to("cpu").contiguous()
     n = t.numel() * t.element_size()
-    return ctypes.string_at(t.data_ptr(), n) if n else b""
+    if n == 0:
+        return
+    view = memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
+    for start in range(0, n, WRITE_CHUNK):
+        f.write(view[start:start + WRITE_CHUNK])
 
 
 def save(tensors: Dict[str, torch.Tensor], path: str, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -124,7 +133,7 @@ def save(tensors: Dict[str, torch.Tensor], path: str, metadata: Optional[Dict[st
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name in names:
-            f.write(_raw_bytes(tensors[name]))
+            _write_tensor(f, tensors[name])
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -72,7 +72,7 @@ class Trainer:
         try:
             _, cfg = checkpoint.read_config(spec.model_dir)
             files = checkpoint.weight_files(spec.model_dir)
-            too_large = checkpoint.check_fits(checkpoint.weights_bytes(files), cfg, hp.lora, self.device)
+            too_large = checkpoint.check_fits(checkpoint.param_count(files), hp.lora, store, self.device)
             if too_large:
                 raise JobError("model_too_large", too_large)
         except checkpoint.ModelError as e:
@@ -95,7 +95,8 @@ class Trainer:
         n = len(self.train_split)
         self.steps_per_epoch = math.ceil(n / hp.batch_size)
         self.total_steps = hp.n_epochs * self.steps_per_epoch
-        self.warmup = math.ceil(hp.warmup_ratio * self.total_steps)
+        # round first: 0.07 × 100 is 7.000000000000001 in binary floating point, and ceil made it 8
+        self.warmup = math.ceil(round(hp.warmup_ratio * self.total_steps, 9))
         self.micro = spec.micro_batch_size or hp.batch_size
         self.step = 0
         self.last: Dict[str, Optional[float]] = {}  # metrics of the latest step
@@ -208,11 +209,12 @@ class Trainer:
                 "learning_rate": lr, "tokens": sum(self.train_split.row_len[r] for r in rows),
                 "loss_tokens": n_loss, "grad_norm": norm, "step_time_s": round(time.perf_counter() - t0, 4)}
 
-    def _shrink(self) -> None:
+    def _shrink(self, retry_step: bool = True) -> None:
         """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
-        self.opt.zero_grad(set_to_none=True)
-        if self.rng_at_step is not None:
-            state.set_rng_state(self.rng_at_step)  # the retry must draw the same dropout masks
+        if retry_step:
+            self.opt.zero_grad(set_to_none=True)
+            if self.rng_at_step is not None:
+                state.set_rng_state(self.rng_at_step)  # the retry must draw the same dropout masks
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         if self.micro > 1:
@@ -224,8 +226,18 @@ class Trainer:
         else:
             raise JobError("out_of_memory", f"one row of {self.train_split.seq_len} tokens does not fit in memory")
 
-    @torch.no_grad()
     def evaluate(self, rows: List[int]) -> Tuple[Optional[float], Optional[float]]:
+        """Validation (Σ CE / n, accuracy) over `rows`; an OOM shrinks the micro-batch and retries."""
+        while True:
+            try:
+                return self._evaluate(rows)
+            except Exception as e:  # noqa: BLE001 - only OOM is retried
+                if not is_oom(e):
+                    raise
+            self._shrink(retry_step=False)  # outside the except block, as in train_step
+
+    @torch.no_grad()
+    def _evaluate(self, rows: List[int]) -> Tuple[Optional[float], Optional[float]]:
         self.model.eval()
         try:
             loss, correct, n = 0.0, 0.0, 0

@@ -65,3 +65,34 @@ def test_compiled_blocks_equal_eager(tiny_dir):
     assert set(g1) == set(g0) and len(g0) == 2 * 7 * len(eager.model.layers)
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(torch.nn.Module, "compile"), reason="torch.compile needs torch ≥ 2.2")
+def test_a_compiler_failure_falls_back_to_eager(tiny_dir):
+    """Compiling happens at the first step: a missing compiler must not fail the job."""
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C compiler")
+    eager = checkpoint.load_model(tiny_dir, "cpu", torch.float32).eval()
+    compiled = copy.deepcopy(eager)
+    assert compile_blocks(compiled, backend=broken_backend)
+    x = torch.randint(0, 256, (1, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.logits(x), eager.logits(x))
+
+
+def test_qwen3_full_fine_tune_under_bf16_gives_attention_one_dtype(monkeypatch):
+    """float32 q/k norm weights promoted bf16 q and k to float32 while v stayed bf16:
+    FlexAttention rejects mixed dtypes, SDPA only hid it through autocast."""
+    from opentune_trainer import attention
+    from opentune_trainer.checkpoint import build_model
+    from opentune_trainer.model import ModelConfig
+    cfg = ModelConfig.from_hf(dict(model_type="qwen3", vocab_size=64, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+    model = build_model(cfg, torch.device("cpu"), torch.float32)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.02)
+    seen, real = [], attention.attend
+    monkeypatch.setattr(attention, "attend", lambda q, k, v, mask: seen.append((q.dtype, k.dtype, v.dtype)) or real(q, k, v, mask))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randint(0, 64, (1, 8)))
+    assert seen == [(torch.bfloat16,) * 3]

@@ -145,8 +145,25 @@ def test_architectures_load_and_pack(tmp_path, arch):
 
 
 def test_model_too_large_is_refused_before_loading(tiny_dir):
-    _, cfg = checkpoint.read_config(tiny_dir)
     cpu = torch.device("cpu")
-    assert checkpoint.check_fits(4 * 10**6, cfg, lora=True, device=cpu) is None
-    why = checkpoint.check_fits(4 * 10**15, cfg, lora=False, device=cpu)  # a 1e15-parameter model
+    n = checkpoint.param_count(checkpoint.weight_files(tiny_dir))
+    assert n == sum(p.numel() for p in checkpoint.load_model(tiny_dir).parameters())
+    assert checkpoint.check_fits(n, lora=True, store=torch.float32, device=cpu) is None
+    why = checkpoint.check_fits(10**15, lora=False, store=torch.float32, device=cpu)  # a 1e15-parameter model
     assert why is not None and "GiB" in why
+
+
+def test_free_cuda_memory_asks_with_a_device_index(monkeypatch):
+    """torch 1.13's mem_get_info raises on torch.device("cuda") (no index)."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: asked.append(i) or (123, 456))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert checkpoint._free_cuda_memory(torch.device("cuda")) == 123
+    assert checkpoint._free_cuda_memory(torch.device("cuda:1")) == 123
+    assert asked == [0, 1]
+
+
+def test_warmup_steps_are_not_rounded_up_by_float_error(tmp_path, tiny_dir):
+    """0.07 × 100 = 7.000000000000001 in floating point: ceil gave 8 warmup steps, not 7."""
+    t = trainer_for(tmp_path, tiny_dir, chat_docs(100, seed=9), batch_size=1, n_epochs=1, warmup_ratio=0.07)
+    assert (t.total_steps, t.warmup) == (100, 7)

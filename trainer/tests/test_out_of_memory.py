@@ -65,3 +65,14 @@ def test_other_errors_are_not_retried(tmp_path, tiny_dir):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         t.train_step(list(range(8)))
     assert t.micro == 8
+
+
+def test_oom_during_validation_shrinks_and_gives_the_same_metrics(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setattr(protocol, "_out", io.StringIO())
+    t = trainer_for(tmp_path, tiny_dir)
+    t.valid_split = t.train_split
+    rows = list(range(8))
+    plain = t.evaluate(rows)
+    fail_while(t, lambda n, ckpt: n > 1)
+    assert t.evaluate(rows) == pytest.approx(plain, rel=1e-6)
+    assert t.micro == 1

@@ -58,3 +58,27 @@ def test_official_package_reads_ours(tmp_path):
     st.save(sample(), path)
     back = lib.load_file(path)
     assert all(torch.equal(back[k], v) for k, v in sample().items())
+
+
+def test_writes_in_chunks_that_split_elements(tmp_path, monkeypatch):
+    monkeypatch.setattr(st, "WRITE_CHUNK", 7)  # boundaries fall inside elements and tensors
+    path = str(tmp_path / "x.safetensors")
+    st.save(sample(), path)
+    back = st.load(path, use_lib=False)
+    assert all(torch.equal(back[k], v) for k, v in sample().items())
+
+
+def test_tensor_over_2_gib(tmp_path):
+    """A full fine-tune of a 152k-vocab model in float32 has a 2.2 GB embedding: the old writer
+    raised at 2 GiB and wrote 4 GiB+ tensors short while the header promised every byte."""
+    t = torch.zeros(2**29 + 4, dtype=torch.float32)  # 2 GiB + 16 bytes
+    t[-4:] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    path = str(tmp_path / "big.safetensors")
+    st.save({"w": t}, path)
+    header, start = st._header_and_start(path)
+    assert header["w"]["data_offsets"] == [0, t.numel() * 4]
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        assert f.tell() == start + t.numel() * 4
+        f.seek(-16, 2)
+        assert struct.unpack("<4f", f.read(16)) == (1.0, 2.0, 3.0, 4.0)
