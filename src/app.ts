@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto'
 import multipart from '@fastify/multipart'
 import swagger from '@fastify/swagger'
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import pino from 'pino'
 import sjson from 'secure-json-parse'
 import type { AppContext } from './context.js'
@@ -10,7 +10,7 @@ import { errors, InvalidJsonError } from './errors.js'
 import { makeAuthenticator } from './http/auth.js'
 import { installErrorHandlers } from './http/error-handler.js'
 import { schemaCompiler } from './http/validation.js'
-import { filesRoutes } from './files/files.routes.js'
+import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
 import { modelsRoutes } from './models/models.routes.js'
 
@@ -42,23 +42,10 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   installErrorHandlers(app)
   installJsonParser(app)
 
-  // One hook rather than three: each async hook is a promise per request on the hot path.
   app.decorateRequest('projectId', '')
-  const authenticate = makeAuthenticator(ctx.db)
-  // Before the body is read: an anonymous upload is never streamed to disk. A callback hook, so a
-  // request whose key was seen a moment ago costs no promise.
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id)
-    let pending: Promise<void> | undefined
-    try {
-      pending = authenticate(request)
-      if (pending === undefined) checkContentType(request)
-    } catch (err) {
-      done(err as Error)
-      return
-    }
-    if (pending === undefined) done()
-    else pending.then(() => { checkContentType(request); done() }).catch((err: Error) => { done(err) })
+    done()
   })
   // A callback hook, not an async one: no promise per request on the hot path.
   app.addHook('onResponse', (request, reply, done) => {
@@ -68,7 +55,8 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   })
 
   await app.register(multipart, {
-    limits: { fileSize: ctx.config.maxUploadBytes, files: 1, fields: 16, fieldSize: 64 * 1024, parts: 32 },
+    // above the route's own counts (files.routes.ts readUploadForm): hitting these can stall a file part
+    limits: { fileSize: ctx.config.maxUploadBytes, files: 2, fields: 4 * MAX_FORM_FIELDS, fieldSize: 64 * 1024, parts: 8 * MAX_FORM_FIELDS },
     throwFileSizeLimit: true,
   })
   await app.register(swagger, {
@@ -82,10 +70,32 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
 
   app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }))
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
-  await app.register(filesRoutes, { ctx })
-  await app.register(jobsRoutes, { ctx })
-  await app.register(modelsRoutes, { ctx })
+  await app.register(async (api) => {
+    // The hook belongs to the routes of this plugin, whatever spelling of the URL reached them
+    // (`/%761/files` is routed to /v1/files): a raw-URL prefix test let those through unauthenticated.
+    api.addHook('onRequest', authenticateHook(makeAuthenticator(ctx.db)))
+    await api.register(filesRoutes, { ctx })
+    await api.register(jobsRoutes, { ctx })
+    await api.register(modelsRoutes, { ctx })
+  })
   return app
+}
+
+// Before the body is read: an anonymous upload is never streamed to disk. A callback hook, so a
+// request whose key was seen a moment ago costs no promise.
+function authenticateHook (authenticate: (request: FastifyRequest) => Promise<void> | undefined): onRequestHookHandler {
+  return (request, _reply, done) => {
+    let pending: Promise<void> | undefined
+    try {
+      pending = authenticate(request)
+      if (pending === undefined) checkContentType(request)
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    if (pending === undefined) done()
+    else pending.then(() => { checkContentType(request); done() }).catch((err: Error) => { done(err) })
+  }
 }
 
 // Log lines go out 4 KiB at a time and at least every second, not one write(2) per line: that write
@@ -112,7 +122,7 @@ function randomHex24 (): string {
 function checkContentType (request: FastifyRequest): void {
   if (request.method !== 'POST' || !hasBody(request.headers)) return
   const type = request.headers['content-type'] ?? ''
-  const wanted = request.url.startsWith('/v1/files') ? 'multipart/form-data' : 'application/json'
+  const wanted = request.routeOptions.url === '/v1/files' ? 'multipart/form-data' : 'application/json'
   if (!type.toLowerCase().startsWith(wanted)) throw errors.unsupportedMediaType(type, wanted)
 }
 

@@ -76,6 +76,8 @@ export const errors = {
     `File is larger than the ${limit} bytes this server accepts.`, 'file'),
   bodyTooLarge: (limit: number) => new ApiError(413, INVALID, 'request_too_large',
     `Request body is larger than ${limit} bytes.`),
+  malformedMultipart: (why: string) => new ApiError(400, INVALID, 'malformed_multipart',
+    `The multipart/form-data body could not be read${why ? `: ${why}` : ''}.`),
   unsupportedMediaType: (type: string | undefined, expected: string) => new ApiError(415, INVALID,
     'unsupported_media_type', `Content-Type '${type ?? ''}' is not supported here; send ${expected}.`),
   rangeNotSatisfiable: (size: number) => new ApiError(416, INVALID, 'range_not_satisfiable',

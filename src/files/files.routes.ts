@@ -4,7 +4,7 @@ import type { MultipartFile } from '@fastify/multipart'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import rangeParser from 'range-parser'
 import type { AppContext } from '../context.js'
-import { errors, fieldError } from '../errors.js'
+import { ApiError, errors, fieldError } from '../errors.js'
 import { newFileId, nowSeconds } from '../ids.js'
 import { deleteFile, getFile, insertFile, listFiles, unfinishedJobUsing } from './files.store.js'
 import { FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
@@ -99,28 +99,53 @@ interface UploadForm {
   upload: { tmpPath: string, bytes: number } | undefined
 }
 
+/** Form fields we read; busboy's own limits (src/app.ts) sit well above these, see below. */
+export const MAX_FORM_FIELDS = 16
+
 // The openai SDK sends `file` before `purpose`, so the file is streamed to a temporary file first
 // and the form is judged once it has been read whole.
+//
+// We count fields and files ourselves, below busboy's limits: when busboy hits a limit,
+// @fastify/multipart stops feeding it, and a file part already handed to us then never ends (the
+// request hung and kept its temp file open). Counted here, we refuse before that can happen.
 async function readUploadForm (parts: AsyncIterableIterator<MultipartFile | { type: 'field', fieldname: string, value: unknown }>, ctx: AppContext): Promise<UploadForm> {
   const form: UploadForm = { purpose: undefined, filename: 'file', bytes: 0, upload: undefined }
+  let fields = 0
   try {
     for await (const part of parts) {
       if (part.type === 'file') {
-        if (part.fieldname !== 'file' || form.upload) { part.file.resume(); continue }
+        if (part.fieldname !== 'file') throw fieldError(['body', part.fieldname], 'Input should be a form field, not a file', 'string_type')
+        if (form.upload) throw fieldError(['body', 'file'], 'Only one file can be uploaded per request', 'too_long')
         form.filename = cleanFilename(part.filename)
         form.upload = await ctx.blobs.receive(part.file)
         if (part.file.truncated) throw errors.fileTooLarge(ctx.config.maxUploadBytes)
         form.bytes = form.upload.bytes
-      } else if (part.fieldname === 'purpose') {
-        form.purpose = String(part.value)
+      } else {
+        if (++fields > MAX_FORM_FIELDS) throw fieldError(['body'], `A form may have at most ${MAX_FORM_FIELDS} fields besides the file`, 'too_long')
+        if (part.fieldname === 'purpose') form.purpose = String(part.value)
       }
     }
   } catch (err) {
     if (form.upload) await ctx.blobs.discard(form.upload.tmpPath)
-    if ((err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw errors.fileTooLarge(ctx.config.maxUploadBytes)
-    throw err
+    throw multipartError(err, ctx.config.maxUploadBytes)
   }
   return form
+}
+
+/** busboy's and @fastify/multipart's errors as ours: a broken form is the client's doing. */
+function multipartError (err: unknown, maxUploadBytes: number): unknown {
+  if (err instanceof ApiError) return err
+  const code = (err as { code?: string }).code
+  if (code === 'FST_REQ_FILE_TOO_LARGE') return errors.fileTooLarge(maxUploadBytes)
+  if (code === 'FST_FIELDS_LIMIT' || code === 'FST_PARTS_LIMIT') {
+    return fieldError(['body'], `A form may have at most ${MAX_FORM_FIELDS} fields besides the file`, 'too_long')
+  }
+  if (code === 'FST_FILES_LIMIT') return fieldError(['body', 'file'], 'Only one file can be uploaded per request', 'too_long')
+  if (code === 'FST_PROTO_VIOLATION') return fieldError(['body'], 'Form field names may not be prototype properties', 'value_error')
+  const message = (err as Error | undefined)?.message ?? ''
+  // busboy's parse errors are plain Errors ("Unexpected end of form", "Malformed part header", …)
+  if (code === undefined && err instanceof Error && !(err as { errno?: number }).errno) return errors.malformedMultipart(message)
+  return err
 }
 
 function checkPurpose (purpose: string | undefined): string {

@@ -13,9 +13,9 @@ declare module 'fastify' {
 }
 
 /**
- * Sets request.projectId from the bearer key of a /v1 request, or throws the 401/404. Returns
- * undefined when that was decided without waiting (a key seen in the last seconds, or no key
- * needed), else a promise: the hot path allocates no promise.
+ * Sets request.projectId from the request's bearer key, or throws the 401/404 (app.ts runs it for
+ * every /v1 route). Returns undefined when that was decided without waiting (a key seen in the
+ * last seconds), else a promise: the hot path allocates no promise.
  */
 export function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> | undefined {
   const accept = (request: FastifyRequest, projectId: string | null): void => {
@@ -26,7 +26,6 @@ export function makeAuthenticator (db: Kysely<Database>): (request: FastifyReque
     if (typeof asked === 'string' && asked !== '' && asked !== projectId) throw errors.projectNotFound(asked)
   }
   return (request) => {
-    if (!request.url.startsWith('/v1/')) return undefined
     const key = bearerToken(request)
     if (key === null) throw errors.missingApiKey()
     const known = recentlyAuthenticated(db, key)
