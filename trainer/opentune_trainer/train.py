@@ -38,9 +38,17 @@ class Stop(Exception):
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """LR of optimizer step `step` (1-based): up linearly over `warmup` steps to `peak`, then down
     linearly so that the step after the last would be 0 (the last step still learns)."""
+    # the ratio first (as transformers' LambdaLR does): peak × step would overflow to inf for a huge
+    # but finite peak (1e308 is a valid learning_rate) and the step would then report null
     if step <= warmup:
-        return peak * step / warmup
-    return peak * (total - step + 1) / (total - warmup)
+        return peak * (step / warmup)
+    return peak * ((total - step + 1) / (total - warmup))
+
+
+def diverged(step: int, why: str) -> JobError:
+    """Training blew up numerically: the job's fault (its learning rate, almost always)."""
+    return JobError("invalid_hyperparameters",
+                    f"training diverged at step {step}: {why}; try a lower learning_rate", "learning_rate")
 
 
 def is_oom(e: BaseException) -> bool:
@@ -88,6 +96,7 @@ class Trainer:
         if hp.lora:
             apply_lora(self.model, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.weight_max = min(torch.finfo(p.dtype).max for p in self.params)  # largest trainable value
         self.model.train()
         if cuda and os.environ.get("OPENTUNE_COMPILE", "1") != "0":
             compile_blocks(self.model)  # fuses norm/RoPE/SwiGLU/LoRA adds
@@ -198,16 +207,48 @@ class Trainer:
         lr = lr_at(self.step + 1, self.total_steps, self.warmup, self.hp.learning_rate)
         norm = None
         if n_loss:
+            # Divergence fails the job before its update is applied (and so before any checkpoint
+            # or state holds it): a non-finite loss or gradient would turn every weight to NaN.
+            n = self.step + 1
+            if not math.isfinite(loss):
+                raise diverged(n, "the loss is not finite")
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
+            if not math.isfinite(norm):
+                raise diverged(n, "the gradient norm is not finite")
+            if not self._update_fits(lr):
+                raise diverged(n, f"a learning rate of {lr:g} overflows the optimizer's update of "
+                                  f"{str(self.params[0].dtype).replace('torch.', '')} weights")
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            self.opt.step()
+            try:
+                self.opt.step()
+            except RuntimeError as e:  # a scalar beyond the weights' dtype that _update_fits missed
+                if "overflow" not in str(e):
+                    raise
+                raise diverged(n, f"the optimizer's update overflows ({e})") from None
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         return {"train_loss": loss / n_loss if n_loss else None,
                 "train_mean_token_accuracy": correct / n_loss if n_loss else None,
                 "learning_rate": lr, "tokens": sum(self.train_split.row_len[r] for r in rows),
                 "loss_tokens": n_loss, "grad_norm": norm, "step_time_s": round(time.perf_counter() - t0, 4)}
+
+    def _update_fits(self, lr: float) -> bool:
+        """Whether AdamW's scalars for this `lr` fit the weights' dtype. It moves a weight by
+        lr / (1 − β1^t) ≤ 10·lr times m/√v, and multiplies it by 1 − lr·weight_decay; torch turns
+        both into the weights' dtype, and a finite double beyond float32's range raises
+        "value cannot be converted to type float without overflow" (an infinite one is let through
+        and makes every weight inf)."""
+        wd = max(g["weight_decay"] for g in self.opt.param_groups)
+        return math.isfinite(lr) and 10 * lr <= self.weight_max and abs(1 - lr * wd) <= self.weight_max
+
+    def check_weights(self) -> None:
+        """Before anything is saved: an update can overflow the weights even when its loss and
+        gradient were finite (the next step would see it; a checkpoint must not hold it)."""
+        with torch.no_grad():
+            for p in self.params:
+                if not bool(torch.isfinite(p).all()):
+                    raise diverged(self.step, "the weights are no longer finite")
 
     def _shrink(self, retry_step: bool = True) -> None:
         """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
@@ -226,25 +267,26 @@ class Trainer:
         else:
             raise JobError("out_of_memory", f"one row of {self.train_split.seq_len} tokens does not fit in memory")
 
-    def evaluate(self, rows: List[int]) -> Tuple[Optional[float], Optional[float]]:
-        """Validation (Σ CE / n, accuracy) over `rows`; an OOM shrinks the micro-batch and retries."""
+    def evaluate(self, rows: List[int], split: Optional[data.Split] = None) -> Tuple[Optional[float], Optional[float]]:
+        """(Σ CE / n, accuracy) over `rows` of `split` (default: the validation split), without
+        gradients; an OOM shrinks the micro-batch and retries."""
         while True:
             try:
-                return self._evaluate(rows)
+                return self._evaluate(rows, split or self.valid_split)
             except Exception as e:  # noqa: BLE001 - only OOM is retried
                 if not is_oom(e):
                     raise
             self._shrink(retry_step=False)  # outside the except block, as in train_step
 
     @torch.no_grad()
-    def _evaluate(self, rows: List[int]) -> Tuple[Optional[float], Optional[float]]:
+    def _evaluate(self, rows: List[int], split: data.Split) -> Tuple[Optional[float], Optional[float]]:
         self.model.eval()
         try:
             loss, correct, n = 0.0, 0.0, 0
-            for mb in data.micro_batches(self.valid_split, rows, self.micro):
-                ls, c = self.forward_stats(self.valid_split, mb)
+            for mb in data.micro_batches(split, rows, self.micro):
+                ls, c = self.forward_stats(split, mb)
                 loss, correct = loss + float(ls), correct + float(c)
-                n += sum(self.valid_split.row_loss[r] for r in mb)
+                n += sum(split.row_loss[r] for r in mb)
         finally:
             self.model.train()
         return (loss / n, correct / n) if n else (None, None)
@@ -270,13 +312,15 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 state.set_rng_state(self.rng_at_step)
                 return self._stopped()
-            self.last = m
+            self.last, self.last_rows = m, rows
             emit("metrics", step=self.step, total_steps=self.total_steps, epoch=epoch + 1, **m)
             if self.step % self.steps_per_epoch == 0:
+                self.check_weights()
                 self.save_checkpoint(epoch + 1)
                 self.save_state()
                 last_save = time.time()
             elif time.time() - last_save > STATE_EVERY_S:
+                self.check_weights()
                 self.save_state()
                 last_save = time.time()
         emit("finished", step=self.step, status="succeeded")
@@ -296,6 +340,12 @@ class Trainer:
             sample = data.valid_sample(len(self.valid_split), self.spec.valid_sample_rows, self.spec.seed)
             v = self.evaluate(sample)
             f = self.evaluate(list(range(len(self.valid_split))))
+            if f[0] is not None and not math.isfinite(f[0]):
+                raise diverged(self.step, "the validation loss is not finite")  # weights blown up
+        else:  # finite weights may still be too large to use: one forward pass over the step's rows
+            probe, _ = self.evaluate(self.last_rows, self.train_split)
+            if probe is not None and not math.isfinite(probe):
+                raise diverged(self.step, "the loss after the update is not finite")
         metrics = {"step": self.step, "train_loss": self.last.get("train_loss"),
                    "train_mean_token_accuracy": self.last.get("train_mean_token_accuracy"),
                    "valid_loss": v[0], "valid_mean_token_accuracy": v[1],
