@@ -8,7 +8,7 @@ import sjson from 'secure-json-parse'
 import type { AppContext } from './context.js'
 import { errors, InvalidJsonError } from './errors.js'
 import { makeAuthenticator } from './http/auth.js'
-import { installErrorHandlers } from './http/error-handler.js'
+import { installErrorHandlers, sendError } from './http/error-handler.js'
 import { schemaCompiler } from './http/validation.js'
 import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
@@ -36,6 +36,8 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomHex24()}`
     },
     ajv: { customOptions: { strict: false } },
+    // a URL that cannot be decoded (`/v1/files/%E0%A4%A`) gets our error body, not Fastify's
+    frameworkErrors: (err, _request, reply) => { void sendError(reply, errors.badUrl(err.message)) },
   })
   if (log) app.addHook('onClose', async () => { log.stop() })
   app.setValidatorCompiler(schemaCompiler)
@@ -130,6 +132,20 @@ function hasBody (headers: Record<string, unknown>): boolean {
   return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0
 }
 
+const MAX_JSON_DEPTH = 32
+
+/** Whether `value` nests objects/arrays more than `max` deep; iterative, so any depth is safe. */
+function deeperThan (value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number]
+    if (v === null || typeof v !== 'object') continue
+    if (depth > max) return true
+    for (const child of Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1])
+  }
+  return false
+}
+
 // An empty JSON body (POST …/cancel from some clients) is no body at all, as FastAPI treats it.
 // Parse errors keep JSON.parse's message, which names the position (the 422 `loc`).
 function installJsonParser (app: FastifyInstance): void {
@@ -137,10 +153,16 @@ function installJsonParser (app: FastifyInstance): void {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = body.toString()
     if (text.trim() === '') { done(null, undefined); return }
+    let value: unknown
     try {
-      done(null, sjson.parse(text, { protoAction: 'error', constructorAction: 'ignore' }))
+      value = sjson.parse(text, { protoAction: 'error', constructorAction: 'ignore' })
     } catch (err) {
       done(new InvalidJsonError((err as Error).message), undefined)
+      return
     }
+    // Unknown keys are stored and echoed: a 100,000-deep one overflowed the stack when the job was
+    // serialised (500), and a few thousand levels broke clients that parse the job list.
+    if (deeperThan(value, MAX_JSON_DEPTH)) done(new InvalidJsonError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined)
+    else done(null, value)
   })
 }

@@ -76,6 +76,7 @@ export const errors = {
     `File is larger than the ${limit} bytes this server accepts.`, 'file'),
   bodyTooLarge: (limit: number) => new ApiError(413, INVALID, 'request_too_large',
     `Request body is larger than ${limit} bytes.`),
+  badUrl: (why: string) => new ApiError(400, INVALID, 'invalid_url', `The request URL could not be read: ${why}`),
   malformedMultipart: (why: string) => new ApiError(400, INVALID, 'malformed_multipart',
     `The multipart/form-data body could not be read${why ? `: ${why}` : ''}.`),
   unsupportedMediaType: (type: string | undefined, expected: string) => new ApiError(415, INVALID,

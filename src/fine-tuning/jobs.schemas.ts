@@ -27,7 +27,7 @@ const IntegrationRequest = Type.Object({
 export const JobCreateBody = Type.Object({
   model: Type.String({ minLength: 1, maxLength: 512 }),
   training_file: Type.String({ minLength: 1, maxLength: 512 }),
-  validation_file: Type.Optional(Nullable(Type.String({ maxLength: 512 }))),
+  validation_file: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 512 }))),
   hyperparameters: Type.Optional(Nullable(SupervisedHParameters)),
   method: Type.Optional(Nullable(MethodRequest)),
   integrations: Type.Optional(Nullable(Type.Array(IntegrationRequest, { maxItems: 16 }))),

@@ -6,7 +6,10 @@ import { validationError } from './validation.js'
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const apiError = toApiError(err, request)
-    if (apiError.status >= 500) request.log.error({ err }, 'request failed')
+    // a client that hung up mid-upload is not a server error (the temp file is already gone)
+    const clientGone = err.code === 'ERR_STREAM_PREMATURE_CLOSE' || request.raw.destroyed
+    if (apiError.status >= 500 && !clientGone) request.log.error({ err }, 'request failed')
+    else if (clientGone) request.log.info({ reason: err.message }, 'client disconnected')
     else request.log.info({ code: apiError.code, status: apiError.status }, apiError.message)
     return sendError(reply, apiError)
   })

@@ -37,7 +37,10 @@ export function toIssues (ajvErrors: ErrorObject[], context: string, data: unkno
     if (!e) continue
     const segments = path.split('/').slice(1).map(decodePointer)
     const loc = [part, ...segments]
-    issues.push({ loc, ...describe(e, valueAt(data, segments), part) })
+    // a union of literals fails once per literal: name them all, as pydantic does
+    const consts = useful.filter(x => x.keyword === 'const').map(x => (x.params as { allowedValue: unknown }).allowedValue)
+    const described = consts.length > 1 ? literal(consts, valueAt(data, segments)) : describe(e, valueAt(data, segments), part)
+    issues.push({ loc, ...described })
   }
   return issues
 }

@@ -298,6 +298,32 @@ for (const dialect of DIALECTS) {
       assert.equal((await inject('GET', `/v1/fine_tuning/jobs/${job.id}/checkpoints/${ckpt.id}`)).statusCode, 200)
     })
 
+    it('a URL that cannot be decoded → 400 with our error body', async () => {
+      const res = await fetch(`${url}/v1/fine_tuning/jobs/%E0%A4%A`, { headers: env.auth() })
+      const body = await res.text()
+      assert.equal(res.status, 400, body)
+      expectErrorBody({ statusCode: res.status, json: () => JSON.parse(body) })
+      assert.equal(JSON.parse(body).error.code, 'invalid_url')
+    })
+
+    it('JSON nested deeper than 32 levels → 422 json_invalid, and nothing stored', async () => {
+      const before = (await inject('GET', '/v1/fine_tuning/jobs')).json().data.length
+      for (const depth of [33, 3000, 100_000]) {
+        const deep = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth)
+        const res = await inject('POST', '/v1/fine_tuning/jobs', { headers: { 'content-type': 'application/json' }, payload: `{"model":"opentune/tiny-llama","training_file":"file-x","extra":${deep}}` })
+        assert.equal(res.statusCode, 422, `${depth}: ${res.body.slice(0, 300)}`)
+        assert.equal(res.json().detail[0].type, 'json_invalid')
+        assert.match(res.json().detail[0].ctx.error, /deeper than 32/)
+      }
+      assert.equal((await inject('GET', '/v1/fine_tuning/jobs')).json().data.length, before)
+    })
+
+    it('a choice of values names every allowed value', async () => {
+      const res = await inject('GET', '/v1/files?order=ASC')
+      assert.equal(res.statusCode, 422)
+      assert.equal(res.json().detail[0].msg, "Input should be 'asc' or 'desc'")
+    })
+
     it('a /v1 route needs a key however its URL is spelled (percent-encoded, absolute-form)', async () => {
       const spellings = ['/%761/files', '/v%31/models', '/%76%31/fine_tuning/jobs', 'http://127.0.0.1/v1/files']
       for (const path of spellings) {

@@ -80,6 +80,12 @@ for (const dialect of DIALECTS) {
         [{ model: 7 }, ['body', 'model'], 'string_type'],
         [{ training_file: undefined, model: 'opentune/tiny-llama' }, ['body', 'training_file'], 'missing'],
         [{ integrations: [{ type: 'wandb', wandb: { project: 'p' } }] }, ['body', 'integrations', 0, 'wandb', 'api_key'], 'missing'],
+        // optional integration fields are typed too: stored wrong, every later GET failed the spec
+        [{ integrations: [{ type: 'wandb', wandb: { project: 'p', api_key: 'k', name: 5 } }] }, ['body', 'integrations', 0, 'wandb', 'name'], 'string_type'],
+        [{ integrations: [{ type: 'wandb', wandb: { project: 'p', api_key: 'k', tags: 'x' } }] }, ['body', 'integrations', 0, 'wandb', 'tags'], 'list_type'],
+        [{ integrations: [{ type: 'wandb', wandb: { project: 'p', api_key: 'k', tags: ['a', 3] } }] }, ['body', 'integrations', 0, 'wandb', 'tags', 1], 'string_type'],
+        [{ integrations: [{ type: 'mlflow', mlflow: { tracking_uri: 'u', experiment_name: null, run_name: 'r', certificate_file: 'c', username: 'u', password: 'p', tags: { a: 5 } } }] }, ['body', 'integrations', 0, 'mlflow', 'tags', 'a'], 'string_type'],
+        [{ validation_file: '' }, ['body', 'validation_file'], 'string_too_short'],
       ]
       for (const [body, loc, type] of cases) {
         const payload = { model: 'opentune/tiny-llama', training_file: 'file-x', ...body }
