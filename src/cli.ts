@@ -88,7 +88,7 @@ async function keysCommand (config: ReturnType<typeof loadConfig>, sub: string |
     }
     if (sub === 'list') {
       for (const k of await listKeys(store.db)) {
-        console.log(`${k.prefix}…  project=${k.projectName}  created=${new Date(k.createdAt * 1000).toISOString()}${k.revokedAt ? '  REVOKED' : ''}`)
+        console.log(`${k.prefix}…  project=${k.projectName} (${k.projectId})  created=${new Date(k.createdAt * 1000).toISOString()}${k.revokedAt ? '  REVOKED' : ''}`)
       }
       return 0
     }
