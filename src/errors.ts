@@ -64,6 +64,8 @@ export const errors = {
     `${param} '${shown(id)}' has purpose '${purpose}'; upload it with purpose 'fine-tune'.`, param),
   unknownBaseModel: (model: string) => new ApiError(400, INVALID, 'model_not_available',
     `Model '${shown(model)}' is not available for fine-tuning. GET /v1/models lists the base models.`, 'model'),
+  checkpointUnusable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_available',
+    `Checkpoint '${shown(model)}' cannot be trained from: ${why}.`, 'model'),
   unsupportedMethod: (type: string) => new ApiError(400, INVALID, 'unsupported_method',
     `Fine-tuning method '${type}' is not supported by this server; use 'supervised'.`, 'method'),
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',

@@ -39,9 +39,11 @@ export const HYPERPARAMETER_DEFAULTS: Readonly<Hyperparameters> = Object.freeze(
 
 const KNOWN = new Set(Object.keys(HYPERPARAMETER_DEFAULTS))
 
-/** Fills every default; returns the names of keys we do not know (they are kept, not used). */
-export function resolveHyperparameters (given: Static<typeof SupervisedHParameters> | null | undefined): { hyperparameters: Hyperparameters, unknown: string[] } {
+/** Fills every default (`inherited` values, from a checkpoint continued, before the spec's);
+ *  returns the names of keys we do not know (they are kept, not used). */
+export function resolveHyperparameters (given: Static<typeof SupervisedHParameters> | null | undefined,
+  inherited: Partial<Hyperparameters> = {}): { hyperparameters: Hyperparameters, unknown: string[] } {
   const supplied = given ?? {}
   const unknown = Object.keys(supplied).filter(k => !KNOWN.has(k))
-  return { hyperparameters: { ...HYPERPARAMETER_DEFAULTS, ...supplied } as Hyperparameters, unknown }
+  return { hyperparameters: { ...HYPERPARAMETER_DEFAULTS, ...inherited, ...supplied } as Hyperparameters, unknown }
 }

@@ -67,7 +67,7 @@ export const FineTuningJob = Type.Object({
   hyperparameters: Type.Object({}, Open),
   method: Type.Object({}, Open),
   integrations: Nullable(Type.Array(Type.Object({}, Open))),
-  from_checkpoint: Type.Null(),
+  from_checkpoint: Nullable(Type.Object({ type: Type.Literal('ft') })),
   organization_id: Type.String(),
   result_files: Type.Array(Type.String()),
   seed: Type.Integer(),

@@ -5,6 +5,7 @@ import type { Database, JobRow } from '../db/database.js'
 import { errors, fieldError } from '../errors.js'
 import { getFile } from '../files/files.store.js'
 import { newJobId, nowSeconds } from '../ids.js'
+import { isCheckpointModel, resolveTrainingModel, rootBaseId } from './continue-from.js'
 import { appendEvent } from './events.store.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
@@ -28,11 +29,16 @@ const KNOWN_REQUEST_KEYS = new Set(['model', 'training_file', 'validation_file',
   'integrations', 'from_checkpoint', 'seed', 'suffix', 'tags', 'extra_body'])
 
 export async function createJob (ctx: AppContext, projectId: string, body: JobCreateBody): Promise<JobRow> {
-  const { hyperparameters, unknown } = resolveRequestedHyperparameters(body)
-  if (body.from_checkpoint) {
-    throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints; start from a base model in GET /v1/models.')
+  const requested = requestedHyperparameters(body)
+  const fromCheckpoint = (body.from_checkpoint as { type?: unknown } | null | undefined) ?? null
+  if (fromCheckpoint !== null && !(fromCheckpoint.type === 'ft' && isCheckpointModel(body.model))) {
+    throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints. To continue from one of its own, pass the checkpoint\'s fine_tuned_model_checkpoint as model (GET /v1/models lists them).')
   }
-  if (!ctx.models.find(body.model)) throw errors.unknownBaseModel(body.model)
+  const trainingModel = await resolveTrainingModel(ctx, projectId, body.model)
+  if (!trainingModel) throw errors.unknownBaseModel(body.model)
+  const lora = trainingModel.checkpoint?.lora
+  const { hyperparameters, unknown } = resolveHyperparameters(requested, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
+  if (lora) checkLoraContinuation(lora, hyperparameters)
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
 
@@ -67,6 +73,11 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
       locked_until: null,
     })
     await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
+    const from = trainingModel.checkpoint
+    if (from) {
+      const what = from.lora ? `its LoRA adapter (r=${from.lora.r}, alpha=${from.lora.alpha}) keeps training` : 'its weights are the starting point'
+      await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${from.id}: ${what}` })
+    }
     if (unknown.length > 0) {
       await appendEvent(trx, job.id, { level: 'warn', message: `Ignored unknown hyperparameters: ${unknown.join(', ')}` })
     }
@@ -80,13 +91,20 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   })
 }
 
-function resolveRequestedHyperparameters (body: JobCreateBody) {
+function requestedHyperparameters (body: JobCreateBody) {
   const method = body.method ?? null
   if (method !== null && body.hyperparameters != null) {
     throw fieldError(['body', 'method'], "Value error, Only one of 'method' or 'hyperparameters' must be provided", 'value_error', method)
   }
   if (method !== null && (method.type ?? 'supervised') !== 'supervised') throw errors.unsupportedMethod(String(method.type))
-  return resolveHyperparameters(method ? method.supervised?.hyperparameters : body.hyperparameters)
+  return method ? method.supervised?.hyperparameters : body.hyperparameters
+}
+
+/** A LoRA checkpoint keeps training its adapter: same rank and scale, on the same base. */
+function checkLoraContinuation (lora: { r: number, alpha: number }, hp: Hyperparameters): void {
+  if (!hp.lora) throw errors.unsupportedParameter('hyperparameters.lora', 'this checkpoint is a LoRA adapter and continues as one; to fine-tune fully, start from its base model.')
+  if (hp.lora_r !== lora.r) throw errors.unsupportedParameter('hyperparameters.lora_r', `the checkpoint's adapter has lora_r ${lora.r}; leave lora_r out or set it to ${lora.r}.`)
+  if (hp.lora_alpha !== lora.alpha) throw errors.unsupportedParameter('hyperparameters.lora_alpha', `the checkpoint's adapter has lora_alpha ${lora.alpha}; leave lora_alpha out or set it to ${lora.alpha}.`)
 }
 
 async function checkTrainingFile (db: Kysely<Database>, projectId: string, param: 'training_file' | 'validation_file', id: string) {
@@ -125,7 +143,7 @@ export function jobRowToApi (row: JobRow): FineTuningJob {
     hyperparameters,
     method: { type: 'supervised', supervised: { hyperparameters } },
     integrations: row.integrations ? publicIntegrations(JSON.parse(row.integrations)) : null,
-    from_checkpoint: null,
+    from_checkpoint: isCheckpointModel(row.model) ? { type: 'ft' as const } : null,
     organization_id: '',
     result_files: JSON.parse(row.result_files) as string[],
     seed: row.seed,
@@ -142,7 +160,8 @@ export function jobRowToApi (row: JobRow): FineTuningJob {
   }
 }
 
-/** ft:<base>:<project>:<suffix>:<job>:ckpt-step-<N>, the last checkpoint's name being the job's model. */
+/** ft:<base>:<project>:<suffix>:<job>:ckpt-step-<N>, the last checkpoint's name being the job's
+ *  model. <base> is the catalogue model at the root, also for a job that continued a checkpoint. */
 export function checkpointModelName (job: Pick<JobRow, 'model' | 'suffix' | 'id'>, projectName: string, step: number): string {
-  return `ft:${job.model}:${projectName}:${job.suffix ?? ''}:${job.id}:ckpt-step-${step}`
+  return `ft:${rootBaseId(job.model)}:${projectName}:${job.suffix ?? ''}:${job.id}:ckpt-step-${step}`
 }

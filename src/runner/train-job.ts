@@ -5,13 +5,15 @@ import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
+import { ApiError } from '../errors.js'
+import { resolveTrainingModel, rootBaseId } from '../fine-tuning/continue-from.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { getJobById, updateJobIf } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
 import { classifyExit } from './exit.js'
 import { failJob, moveJob } from './job-state.js'
-import { modelDirForTraining } from './model-weights.js'
+import { checkpointFolder, modelDirForTraining } from './model-weights.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
@@ -53,12 +55,12 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     lost: () => stop('lost', 0),
   })
   try {
-    const modelDir = await modelDirOrFail(ctx, job)
-    if (modelDir === null) return
+    const model = await modelDirOrFail(ctx, job)
+    if (model === null) return
     const dir = jobDir(ctx, job.id)
     const specPath = join(dir, 'spec.json')
     await mkdir(dir, { recursive: true })
-    await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, modelDir, dir), null, 2))
+    await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, model, dir), null, 2))
     const project = await ctx.db.selectFrom('projects').select('name').where('id', '=', job.project_id).executeTakeFirstOrThrow()
     lines = new TrainerLines(ctx, job, project.name, join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
     const handler = lines
@@ -78,19 +80,36 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
   }
 }
 
-/** The folder the trainer loads, or null once the job has been failed with a reason a user can act on. */
-async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<string | null> {
+interface TrainerModel {
+  /** The folder the trainer loads weights from. */
+  dir: string
+  /** A LoRA checkpoint whose adapter the job keeps training. */
+  adapterDir?: string
+}
+
+/** What the trainer loads, or null once the job has been failed with a reason a user can act on. */
+async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<TrainerModel | null> {
   if (job.attempts > MAX_ATTEMPTS) {
     await failJob(ctx.db, job.id, { code: 'internal_error', message: `Training was interrupted ${MAX_ATTEMPTS} times; giving up.`, param: null })
     return null
   }
-  const model = ctx.models.find(job.model)
-  if (!model) {
-    await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${job.model}' is no longer in the models directory.`, param: 'model' })
+  let resolved
+  try {
+    resolved = await resolveTrainingModel(ctx, job.project_id, job.model)
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err
+    await failJob(ctx.db, job.id, { code: 'model_not_available', message: err.message, param: 'model' })
     return null
   }
+  if (!resolved) {
+    await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${job.model}' is no longer available (its base model left the models directory, or the checkpoint is gone).`, param: 'model' })
+    return null
+  }
+  const { base, checkpoint } = resolved
+  if (checkpoint?.kind === 'full') return { dir: await checkpointFolder(ctx.config, ctx.blobs, checkpoint) }
   try {
-    return await modelDirForTraining(ctx.config, model)
+    const dir = await modelDirForTraining(ctx.config, base)
+    return checkpoint ? { dir, adapterDir: await checkpointFolder(ctx.config, ctx.blobs, checkpoint) } : { dir }
   } catch (err) {
     await failJob(ctx.db, job.id, { code: 'trainer_unavailable', message: `Could not prepare the built-in model with ${ctx.config.python}: ${String((err as Error).message).slice(-500)}. Run "npm run setup" (Debian: python3-torch) or set OPENTUNE_PYTHON.`, param: null })
     return null
@@ -167,13 +186,15 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
   await rm(f.dir, { recursive: true, force: true })
 }
 
-function trainerSpec (ctx: AppContext, job: JobRow, modelDir: string, dir: string) {
+function trainerSpec (ctx: AppContext, job: JobRow, model: TrainerModel, dir: string) {
   const hp = JSON.parse(job.hyperparameters) as Hyperparameters
   return {
     version: 1,
     job_id: job.id,
-    base_model: job.model,
-    model_dir: modelDir,
+    // what adapter_config.json names as the base: the model the adapter's weights apply to
+    base_model: model.adapterDir ? rootBaseId(job.model) : job.model,
+    model_dir: model.dir,
+    init_adapter: model.adapterDir ?? null,
     train_data: join(dir, 'data', 'train'),
     valid_data: job.validation_file ? join(dir, 'data', 'valid') : null,
     output_dir: join(dir, 'out'),

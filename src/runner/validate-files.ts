@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { formatProblems, loadModelTokenizer, ModelFolderError, prepareDataset, type DatasetStats, type Split } from '../data/index.js'
+import { rootBaseId } from '../fine-tuning/continue-from.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { failJob, moveJob } from './job-state.js'
 
@@ -28,7 +29,7 @@ export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
 
 export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<void> {
   const hp = JSON.parse(job.hyperparameters) as Hyperparameters
-  const model = ctx.models.find(job.model)
+  const model = ctx.models.find(rootBaseId(job.model)) // a checkpoint continued has its base's tokenizer
   if (!model) {
     await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${job.model}' is no longer in the models directory.`, param: 'model' })
     return

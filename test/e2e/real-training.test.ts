@@ -68,6 +68,9 @@ describe('real training through the openai client', () => {
     return { name: meta.filename.split('/')[1] ?? '', bytes }
   }
 
+  // lora → what its job produced, for the continuation test below
+  const trained = new Map<boolean, { model: string, epochOneLoss: number }>()
+
   for (const lora of [true, false]) {
     it(`fine-tunes with lora: ${lora} and serves real checkpoints`, async () => {
       const job = await client.fineTuning.jobs.create({
@@ -99,8 +102,46 @@ describe('real training through the openai client', () => {
         else checkFullWeights(byName)
       }
       assert.equal(done.fine_tuned_model, checkpoints[2]!.fine_tuned_model_checkpoint)
+      trained.set(lora, { model: done.fine_tuned_model!, epochOneLoss: first.train_loss! })
     })
   }
+
+  it('continues from a checkpoint named as model: a LoRA adapter keeps training, a full checkpoint is the new start', async () => {
+    const lora = trained.get(true)!
+    const full = trained.get(false)!
+    const listed = (await client.models.list()).data.map(m => m.id)
+    assert.ok(listed.includes(lora.model) && listed.includes(full.model))
+    const oneEpoch = { n_epochs: 1, batch_size: 8, learning_rate: 3e-3, packing: false }
+
+    // the adapter's rank and alpha are inherited when not given
+    const again = await client.fineTuning.jobs.create({ model: lora.model, training_file: trainingFile, hyperparameters: oneEpoch as never })
+    assert.equal(again.model, lora.model)
+    const echoed = again as typeof again & { from_checkpoint: unknown, hyperparameters: Record<string, unknown> }
+    assert.deepEqual(echoed.from_checkpoint, { type: 'ft' })
+    assert.deepEqual([echoed.hyperparameters.lora, echoed.hyperparameters.lora_r, echoed.hyperparameters.lora_alpha], [true, 8, 16])
+    const fromFull = await client.fineTuning.jobs.create({ model: full.model, training_file: trainingFile, hyperparameters: { ...oneEpoch, lora: true } as never })
+
+    for (const [job, before] of [[again, lora], [fromFull, full]] as const) {
+      const done = await finished(job.id)
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
+      const [ckpt] = await checkpointsOf(job.id)
+      // one more epoch from where it ended is better than the first epoch from scratch
+      assert.ok(ckpt!.metrics.train_loss! < before.epochOneLoss, `${ckpt!.metrics.train_loss} < ${before.epochOneLoss}`)
+      assert.match(ckpt!.fine_tuned_model_checkpoint, /^ft:opentune\/tiny-llama:e2e::ftjob-/, 'named after the base at the root')
+      const files = new Map((await Promise.all(ckpt!.result_files.map(download))).map(f => [f.name, f.bytes]))
+      const config = JSON.parse(files.get('adapter_config.json')!.toString())
+      assert.equal(config.base_model_name_or_path, job === again ? 'opentune/tiny-llama' : full.model)
+    }
+
+    const refused = async (hyperparameters: Record<string, unknown>, model = lora.model) => {
+      const err = await client.fineTuning.jobs.create({ model, training_file: trainingFile, hyperparameters: hyperparameters as never }).then(() => null, (e: unknown) => e)
+      assert.ok(err instanceof OpenAI.BadRequestError, String(err))
+      return err.param
+    }
+    assert.equal(await refused({ lora: false }), 'hyperparameters.lora')
+    assert.equal(await refused({ lora_r: 16 }), 'hyperparameters.lora_r')
+    assert.equal(await refused({}, lora.model.replace('ftjob-', 'ftjob-0')), 'model')
+  })
 
   it('fails a job whose model folder has no weights', async () => {
     const dir = join(service.ctx.config.modelsDir, 'acme', 'no-weights')

@@ -152,6 +152,30 @@ def save_adapter(out: str, model: torch.nn.Module, r: int, alpha: float, dropout
     return sorted(os.listdir(out))
 
 
+def load_adapter(model: torch.nn.Module, adapter_dir: str, r: int, alpha: float) -> None:
+    """Set the model's LoRA weights (apply_lora first) from a PEFT adapter folder, to keep
+    training it: same rank and alpha, and every LoRA weight present with its shape."""
+    try:
+        with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+            cfg = json.load(f)
+        tensors = st.load(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"the adapter to continue cannot be read: {e}") from None
+    if cfg.get("r") != r or cfg.get("lora_alpha") != alpha:
+        raise ModelError(f"the adapter has r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}; "
+                         f"the job asks for r={r}, lora_alpha={alpha}")
+    params = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    given = {k[len("base_model.model."):] if k.startswith("base_model.model.") else k: v for k, v in tensors.items()}
+    wrong = sorted(set(params) ^ set(given))
+    if wrong:
+        raise ModelError(f"the adapter does not fit this model ({len(wrong)} LoRA weights differ, e.g. {wrong[0]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            if p.shape != given[n].shape:
+                raise ModelError(f"the adapter's {n} has shape {list(given[n].shape)}, the model's {list(p.shape)}")
+            p.copy_(given[n])
+
+
 def save_full(out: str, model: LlamaForCausalLM, model_dir: str,
               shard_bytes: int = SHARD_BYTES) -> List[str]:
     """HF folder: model.safetensors (or shards + index) in the base's dtype, plus config/tokenizer."""

@@ -44,6 +44,7 @@ class Spec:
     hp: HParams
     valid_sample_rows: int
     base_model: Optional[str]  # the model id, for adapter_config.json's base_model_name_or_path
+    init_adapter: Optional[str]  # a PEFT adapter folder whose LoRA weights the job keeps training
     micro_batch_size: Optional[int]  # optional override of automatic micro-batching (tests, bench)
 
 
@@ -97,4 +98,5 @@ def load_spec(path: str) -> Spec:
                 precision=s.get("precision") or "auto",
                 hp=parse_hparams(s.get("hyperparameters") or {}),
                 valid_sample_rows=int(s.get("valid_sample_rows") or 32), base_model=s.get("base_model"),
+                init_adapter=s.get("init_adapter"),
                 micro_batch_size=int(micro) if micro else None)

@@ -95,6 +95,13 @@ class Trainer:
             raise JobError("invalid_model", str(e)) from None
         if hp.lora:
             apply_lora(self.model, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
+        if spec.init_adapter:  # continuing a LoRA checkpoint: its adapter, not a fresh one
+            if not hp.lora:
+                raise JobError("invalid_hyperparameters", "continuing a LoRA adapter needs lora: true", "lora")
+            try:
+                checkpoint.load_adapter(self.model, spec.init_adapter, hp.lora_r, hp.lora_alpha)
+            except checkpoint.ModelError as e:
+                raise JobError("invalid_model", str(e)) from None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.weight_max = min(torch.finfo(p.dtype).max for p in self.params)  # largest trainable value
         self.model.train()

@@ -210,3 +210,32 @@ def test_openmp_threads_wait_passively_unless_told(preset, expected):
     p = subprocess.run([sys.executable, "-c", code], cwd=TRAINER_DIR, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == expected
+
+
+def test_init_adapter_continues_a_lora_checkpoint(tmp_path, tiny_dir, splits):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = make_spec(str(tmp_path / "a"), tiny_dir, *splits, learning_rate=5e-3, n_epochs=3)
+    code, lines, err = run_cli("train", "--spec", a)
+    assert code == 0, err
+    first_a = next(m for m in lines if m["type"] == "metrics")
+    last_a = [m for m in lines if m["type"] == "metrics"][-1]
+    adapter = [m for m in lines if m["type"] == "checkpoint"][-1]["dir"]
+
+    b = make_spec(str(tmp_path / "b"), tiny_dir, *splits, learning_rate=5e-3, n_epochs=1)
+    spec = json.load(open(b))
+    spec["init_adapter"] = adapter
+    json.dump(spec, open(b, "w"))
+    code, lines, err = run_cli("train", "--spec", b)
+    assert code == 0, err
+    first_b = next(m for m in lines if m["type"] == "metrics")
+    # B starts where A ended, not from a fresh adapter (A's first loss)
+    assert first_b["train_loss"] < first_a["train_loss"] - 0.3
+    assert abs(first_b["train_loss"] - last_a["train_loss"]) < 0.3
+
+    spec["hyperparameters"]["lora_r"] = 16  # another rank: the adapter cannot be continued
+    spec["output_dir"] = str(tmp_path / "c")
+    json.dump(spec, open(b, "w"))
+    code, lines, err = run_cli("train", "--spec", b)
+    assert code == 2
+    assert lines[-1]["type"] == "error" and lines[-1]["code"] == "invalid_model" and "r=8" in lines[-1]["message"]
