@@ -29,3 +29,13 @@ def tiny_dir(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("tiny-llama"))
     init_tiny(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    """A small chat training split and a packed validation split (tests/helpers.py formats)."""
+    from helpers import chat_docs, write_split
+    d = tmp_path_factory.mktemp("data")
+    write_split(str(d / "train"), chat_docs(16, seed=1))
+    write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")
+    return str(d / "train"), str(d / "valid")

@@ -17,14 +17,6 @@ SEVEN = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid
          "full_valid_loss", "full_valid_mean_token_accuracy"]
 
 
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    write_split(str(d / "train"), chat_docs(16, seed=1))
-    write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")
-    return str(d / "train"), str(d / "valid")
-
-
 def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):
     spec = make_spec(str(tmp_path), tiny_dir, *splits, learning_rate=5e-3, base_model="opentune/tiny-llama")
     code, lines, err = run_cli("train", "--spec", spec)

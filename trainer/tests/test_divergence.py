@@ -18,14 +18,6 @@ from opentune_trainer.spec import load_spec
 from opentune_trainer.train import Trainer, lr_at
 
 
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    write_split(str(d / "train"), chat_docs(16, seed=1))
-    write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")
-    return str(d / "train"), str(d / "valid")
-
-
 def run_diverging(tmp_path, tiny_dir, train, valid=None, **hp):
     spec = make_spec(str(tmp_path), tiny_dir, train, valid, n_epochs=2, **hp)
     code, lines, err = run_cli("train", "--spec", spec)
