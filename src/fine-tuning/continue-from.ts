@@ -1,28 +1,40 @@
 // Continuing from a checkpoint: a job whose `model` is one of this project's fine-tuned model
 // names (a checkpoint's `fine_tuned_model_checkpoint`, or a job's `fine_tuned_model`), as OpenAI
 // fine-tunes a fine-tuned model. A full fine-tune's checkpoint is a Hugging Face folder and becomes
-// the weights to start from; a LoRA checkpoint's adapter keeps training on its base model.
-import { readFile } from 'node:fs/promises'
+// the weights to start from; a LoRA checkpoint's adapter keeps training on the weights it was
+// trained on (a base model, or a full checkpoint: its adapter_config.json names which).
+import { randomUUID } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { copyFile, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { basename } from 'node:path'
 import type { Kysely } from 'kysely'
 import type { AppContext } from '../context.js'
 import type { Database } from '../db/database.js'
 import { errors } from '../errors.js'
 import type { BaseModel } from '../models/catalog.js'
+import { sourceDirs } from './job-dir.js'
 
 export interface CheckpointSource {
   id: string
   name: string
-  kind: 'lora' | 'full'
   /** Result files as the trainer wrote them: `name` without the `<checkpoint_id>/` prefix. */
   files: Array<{ id: string, name: string }>
-  lora?: { r: number, alpha: number }
+}
+
+export interface AdapterSource extends CheckpointSource {
+  lora: { r: number, alpha: number }
+  /** What its adapter_config.json names as the base: a catalogue model or a full checkpoint. */
+  appliesTo: string
 }
 
 export interface TrainingModel {
-  /** The catalogue model at the root of the chain: tokenizer, chat template, and (unless a full
-   *  checkpoint replaces them) the weights. */
+  /** The catalogue model at the root of the chain: tokenizer and chat template, and the weights
+   *  unless a full checkpoint replaces them. */
   base: BaseModel
-  checkpoint?: CheckpointSource
+  /** A full fine-tune's checkpoint whose folder replaces the base's weights. */
+  weights?: CheckpointSource
+  /** A LoRA checkpoint whose adapter keeps training. */
+  adapter?: AdapterSource
 }
 
 export const isCheckpointModel = (model: string) => model.startsWith('ft:')
@@ -35,25 +47,42 @@ export const rootBaseId = (model: string) => (isCheckpointModel(model) ? model.s
  * when it names nothing the project may use (another project's checkpoint answers like an unknown
  * name). Throws a 400 when the checkpoint exists but cannot be trained from (files deleted).
  */
-export async function resolveTrainingModel (ctx: AppContext, projectId: string, model: string): Promise<TrainingModel | undefined> {
+export async function resolveTrainingModel (ctx: AppContext, projectId: string, model: string, nested = false): Promise<TrainingModel | undefined> {
   const base = ctx.models.find(rootBaseId(model))
   if (!base) return undefined
   if (!isCheckpointModel(model)) return { base }
-  const row = await checkpointNamed(ctx.db, projectId, model)
+  const ckpt = await checkpointNamed(ctx, projectId, model)
+  if (!ckpt) return undefined
+  if (!('lora' in ckpt)) return { base, weights: ckpt }
+  if (!isCheckpointModel(ckpt.appliesTo)) return { base, adapter: ckpt }
+  // LoRA trained on a full checkpoint: that checkpoint's weights are what the adapter applies to
+  const under = nested ? undefined : await resolveTrainingModel(ctx, projectId, ckpt.appliesTo, true)
+  if (!under?.weights || under.adapter) throw errors.checkpointUnusable(model, `the model its adapter applies to (${ckpt.appliesTo}) is not available`)
+  return { base, weights: under.weights, adapter: ckpt }
+}
+
+async function checkpointNamed (ctx: AppContext, projectId: string, name: string): Promise<CheckpointSource | AdapterSource | undefined> {
+  const row = await checkpointRow(ctx.db, projectId, name)
   if (!row) return undefined
   const fileIds = JSON.parse(row.result_files) as string[]
   const files = await ctx.db.selectFrom('files').select(['id', 'filename'])
     .where('project_id', '=', projectId).where('id', 'in', fileIds.length > 0 ? fileIds : ['']).execute()
-  if (files.length !== fileIds.length) throw errors.checkpointUnusable(model, 'some of its result files were deleted')
-  const named = files.map(f => ({ id: f.id, name: f.filename.slice(f.filename.indexOf('/') + 1) }))
+  if (files.length !== fileIds.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted')
+  const named = files.map(f => ({ id: f.id, name: basename(f.filename.slice(f.filename.indexOf('/') + 1)) }))
   const adapterConfig = named.find(f => f.name === 'adapter_config.json')
-  if (!adapterConfig) return { base, checkpoint: { id: row.id, name: model, kind: 'full', files: named } }
-  const cfg = JSON.parse(await readFile(ctx.blobs.pathOf(adapterConfig.id), 'utf8')) as { r?: unknown, lora_alpha?: unknown }
-  if (typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') throw errors.checkpointUnusable(model, 'its adapter_config.json has no r or lora_alpha')
-  return { base, checkpoint: { id: row.id, name: model, kind: 'lora', files: named, lora: { r: cfg.r, alpha: cfg.lora_alpha } } }
+  if (!adapterConfig) return { id: row.id, name, files: named }
+  let cfg: { r?: unknown, lora_alpha?: unknown, base_model_name_or_path?: unknown }
+  try {
+    cfg = JSON.parse(await readFile(ctx.blobs.pathOf(adapterConfig.id), 'utf8'))
+  } catch (err) {
+    throw errors.checkpointUnusable(name, `its adapter_config.json cannot be read (${(err as Error).message})`)
+  }
+  if (typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') throw errors.checkpointUnusable(name, 'its adapter_config.json has no r or lora_alpha')
+  const appliesTo = typeof cfg.base_model_name_or_path === 'string' ? cfg.base_model_name_or_path : rootBaseId(name)
+  return { id: row.id, name, files: named, lora: { r: cfg.r, alpha: cfg.lora_alpha }, appliesTo }
 }
 
-async function checkpointNamed (db: Kysely<Database>, projectId: string, name: string) {
+async function checkpointRow (db: Kysely<Database>, projectId: string, name: string) {
   // a job's fine_tuned_model is its last checkpoint's name, so one lookup serves both
   return await db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
@@ -61,4 +90,36 @@ async function checkpointNamed (db: Kysely<Database>, projectId: string, name: s
     .where('checkpoints.fine_tuned_model_checkpoint', '=', name)
     .where('fine_tuning_jobs.project_id', '=', projectId)
     .executeTakeFirst()
+}
+
+/**
+ * Links the checkpoint files a new job continues from into its own folder (sourceDirs), at
+ * creation: blobs never change, so hard links cost nothing, and the job keeps its copy even if the
+ * user deletes the checkpoint's result files meanwhile (the space is freed when the job's folder
+ * is swept after it ends). A 400 if a file is already gone.
+ */
+export async function linkTrainingSources (ctx: AppContext, jobId: string, model: TrainingModel): Promise<void> {
+  const dirs = sourceDirs(ctx, jobId)
+  if (model.weights) await linkFolder(ctx, model.weights, dirs.weights)
+  if (model.adapter) await linkFolder(ctx, model.adapter, dirs.adapter)
+}
+
+async function linkFolder (ctx: AppContext, source: CheckpointSource, dir: string): Promise<void> {
+  if (existsSync(dir)) return
+  const tmp = `${dir}.tmp-${randomUUID()}`
+  try {
+    await mkdir(tmp, { recursive: true })
+    for (const f of source.files) {
+      const from = ctx.blobs.pathOf(f.id)
+      const to = `${tmp}/${f.name}`
+      await link(from, to).catch(async () => { await copyFile(from, to) }) // a copy across devices
+    }
+    await writeFile(`${tmp}/.complete`, '')
+    await rename(tmp, dir)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') throw errors.checkpointUnusable(source.name, 'some of its result files were deleted')
+    throw err
+  } finally {
+    await rm(tmp, { recursive: true, force: true })
+  }
 }

@@ -39,7 +39,9 @@ const PUBLIC: Record<string, readonly string[]> = {
 export function validateIntegrations (items: Integration[]): Integration[] {
   return items.map((item, i) => {
     const type = item.type ?? 'wandb'
-    const fields = FIELDS[type]
+    // own keys only: FIELDS.toString is Object.prototype's, and such a job was stored, then every
+    // list of the project's jobs failed to serialise it (500)
+    const fields = Object.hasOwn(FIELDS, type) ? FIELDS[type] : undefined
     if (!fields) throw fieldError(['body', 'integrations', i, 'type'], "Input should be 'wandb', 'mlflow' or 'hf'", 'literal_error', type)
     const config = item[type]
     if (config === undefined || config === null) throw fieldError(['body', 'integrations', i, type], 'Field required', 'missing')
@@ -79,7 +81,7 @@ export function publicIntegrations (items: Integration[]): Integration[] {
   return items.map((item) => {
     const type = item.type ?? 'wandb'
     const config = (item[type] ?? {}) as Record<string, unknown>
-    const shown = Object.fromEntries((PUBLIC[type] ?? []).filter(k => config[k] !== undefined).map(k => [k, config[k]]))
+    const shown = Object.fromEntries((Object.hasOwn(PUBLIC, type) ? PUBLIC[type] ?? [] : []).filter(k => config[k] !== undefined).map(k => [k, config[k]]))
     return { type, [type]: shown }
   })
 }

@@ -1,11 +1,13 @@
 // The job state machine and job creation: the only fine-tuning logic beyond single store calls.
+import { rm } from 'node:fs/promises'
 import type { Kysely } from 'kysely'
 import type { AppContext } from '../context.js'
 import type { Database, JobRow } from '../db/database.js'
 import { errors, fieldError } from '../errors.js'
 import { getFile } from '../files/files.store.js'
 import { newJobId, nowSeconds } from '../ids.js'
-import { isCheckpointModel, resolveTrainingModel, rootBaseId } from './continue-from.js'
+import { isCheckpointModel, linkTrainingSources, resolveTrainingModel, rootBaseId, type TrainingModel } from './continue-from.js'
+import { jobDir } from './job-dir.js'
 import { appendEvent } from './events.store.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
@@ -31,22 +33,42 @@ const KNOWN_REQUEST_KEYS = new Set(['model', 'training_file', 'validation_file',
 export async function createJob (ctx: AppContext, projectId: string, body: JobCreateBody): Promise<JobRow> {
   const requested = requestedHyperparameters(body)
   const fromCheckpoint = (body.from_checkpoint as { type?: unknown } | null | undefined) ?? null
-  if (fromCheckpoint !== null && !(fromCheckpoint.type === 'ft' && isCheckpointModel(body.model))) {
+  // FTCheckpointParameters: `type` defaults to 'ft' in the spec, so {} means this server's checkpoint
+  if (fromCheckpoint !== null && !((fromCheckpoint.type ?? 'ft') === 'ft' && isCheckpointModel(body.model))) {
     throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints. To continue from one of its own, pass the checkpoint\'s fine_tuned_model_checkpoint as model (GET /v1/models lists them).')
   }
   const trainingModel = await resolveTrainingModel(ctx, projectId, body.model)
   if (!trainingModel) throw errors.unknownBaseModel(body.model)
-  const lora = trainingModel.checkpoint?.lora
+  const lora = trainingModel.adapter?.lora
   const { hyperparameters, unknown } = resolveHyperparameters(requested, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
   if (lora) checkLoraContinuation(lora, hyperparameters)
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
+  const id = newJobId()
+  await linkTrainingSources(ctx, id, trainingModel)
+  try {
+    return await insertNewJob(ctx, projectId, id, body, { hyperparameters, unknown, integrations, extra, trainingModel })
+  } catch (err) {
+    await rm(jobDir(ctx, id), { recursive: true, force: true }) // no row: nothing else would remove it
+    throw err
+  }
+}
 
+interface Resolved {
+  hyperparameters: Hyperparameters
+  unknown: string[]
+  integrations: ReturnType<typeof validateIntegrations> | null
+  extra: Record<string, unknown>
+  trainingModel: TrainingModel
+}
+
+async function insertNewJob (ctx: AppContext, projectId: string, id: string, body: JobCreateBody, r: Resolved): Promise<JobRow> {
+  const { hyperparameters, unknown, integrations, extra, trainingModel } = r
   return await ctx.db.transaction().execute(async (trx) => {
     await checkTrainingFile(trx, projectId, 'training_file', body.training_file)
     if (body.validation_file) await checkTrainingFile(trx, projectId, 'validation_file', body.validation_file)
     const job = await insertJob(trx, {
-      id: newJobId(),
+      id,
       project_id: projectId,
       model: body.model,
       status: 'validating_files',
@@ -73,10 +95,11 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
       locked_until: null,
     })
     await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
-    const from = trainingModel.checkpoint
-    if (from) {
-      const what = from.lora ? `its LoRA adapter (r=${from.lora.r}, alpha=${from.lora.alpha}) keeps training` : 'its weights are the starting point'
-      await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${from.id}: ${what}` })
+    const { adapter, weights } = trainingModel
+    if (adapter) {
+      await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${adapter.id}: its LoRA adapter (r=${adapter.lora.r}, alpha=${adapter.lora.alpha}) keeps training on ${adapter.appliesTo}` })
+    } else if (weights) {
+      await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${weights.id}: its weights are the starting point` })
     }
     if (unknown.length > 0) {
       await appendEvent(trx, job.id, { level: 'warn', message: `Ignored unknown hyperparameters: ${unknown.join(', ')}` })

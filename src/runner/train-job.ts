@@ -1,19 +1,20 @@
 // queued → running → succeeded | failed (| cancelled by the user): runs the trainer for one
 // claimed job and turns its protocol lines into status, events, checkpoints and result files.
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
-import { ApiError } from '../errors.js'
-import { resolveTrainingModel, rootBaseId } from '../fine-tuning/continue-from.js'
+import { isCheckpointModel, rootBaseId } from '../fine-tuning/continue-from.js'
+import { sourceDirs } from '../fine-tuning/job-dir.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { getJobById, updateJobIf } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
 import { classifyExit } from './exit.js'
 import { failJob, moveJob } from './job-state.js'
-import { checkpointFolder, modelDirForTraining } from './model-weights.js'
+import { modelDirForTraining } from './model-weights.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
@@ -85,6 +86,8 @@ interface TrainerModel {
   dir: string
   /** A LoRA checkpoint whose adapter the job keeps training. */
   adapterDir?: string
+  /** The model the weights are, for adapter_config.json's base_model_name_or_path. */
+  name: string
 }
 
 /** What the trainer loads, or null once the job has been failed with a reason a user can act on. */
@@ -93,27 +96,35 @@ async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<TrainerMod
     await failJob(ctx.db, job.id, { code: 'internal_error', message: `Training was interrupted ${MAX_ATTEMPTS} times; giving up.`, param: null })
     return null
   }
-  let resolved
-  try {
-    resolved = await resolveTrainingModel(ctx, job.project_id, job.model)
-  } catch (err) {
-    if (!(err instanceof ApiError)) throw err
-    await failJob(ctx.db, job.id, { code: 'model_not_available', message: err.message, param: 'model' })
+  const base = ctx.models.find(rootBaseId(job.model))
+  if (!base) {
+    await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${rootBaseId(job.model)}' is no longer in the models directory.`, param: 'model' })
     return null
   }
-  if (!resolved) {
-    await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${job.model}' is no longer available (its base model left the models directory, or the checkpoint is gone).`, param: 'model' })
+  // a continued checkpoint's files were linked into the job's folder when it was created
+  // (continue-from.ts): the job trains from those whatever has happened to the checkpoint since
+  const from = sourceDirs(ctx, job.id)
+  const weights = existsSync(join(from.weights, '.complete')) ? from.weights : undefined
+  const adapterDir = existsSync(join(from.adapter, '.complete')) ? from.adapter : undefined
+  if (isCheckpointModel(job.model) && !weights && !adapterDir) {
+    await failJob(ctx.db, job.id, { code: 'model_not_available', message: `The files of checkpoint '${job.model}' are missing from the job's folder.`, param: 'model' })
     return null
   }
-  const { base, checkpoint } = resolved
-  if (checkpoint?.kind === 'full') return { dir: await checkpointFolder(ctx.config, ctx.blobs, checkpoint) }
+  const name = adapterDir ? await adapterBaseName(adapterDir, job.model) : job.model
+  if (weights) return { dir: weights, name, ...(adapterDir ? { adapterDir } : {}) }
   try {
     const dir = await modelDirForTraining(ctx.config, base)
-    return checkpoint ? { dir, adapterDir: await checkpointFolder(ctx.config, ctx.blobs, checkpoint) } : { dir }
+    return { dir, name, ...(adapterDir ? { adapterDir } : {}) }
   } catch (err) {
     await failJob(ctx.db, job.id, { code: 'trainer_unavailable', message: `Could not prepare the built-in model with ${ctx.config.python}: ${String((err as Error).message).slice(-500)}. Run "npm run setup" (Debian: python3-torch) or set OPENTUNE_PYTHON.`, param: null })
     return null
   }
+}
+
+/** What a continued adapter applies to, as its adapter_config.json says (the new one says the same). */
+async function adapterBaseName (adapterDir: string, fallback: string): Promise<string> {
+  const cfg = JSON.parse(await readFile(join(adapterDir, 'adapter_config.json'), 'utf8')) as { base_model_name_or_path?: unknown }
+  return typeof cfg.base_model_name_or_path === 'string' ? cfg.base_model_name_or_path : rootBaseId(fallback)
 }
 
 /** Every poll: has the user cancelled? Every third of a lease: extend it, or learn it is lost. */
@@ -192,7 +203,7 @@ function trainerSpec (ctx: AppContext, job: JobRow, model: TrainerModel, dir: st
     version: 1,
     job_id: job.id,
     // what adapter_config.json names as the base: the model the adapter's weights apply to
-    base_model: model.adapterDir ? rootBaseId(job.model) : job.model,
+    base_model: model.name,
     model_dir: model.dir,
     init_adapter: model.adapterDir ?? null,
     train_data: join(dir, 'data', 'train'),

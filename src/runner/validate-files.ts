@@ -6,10 +6,11 @@ import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { formatProblems, loadModelTokenizer, ModelFolderError, prepareDataset, type DatasetStats, type Split } from '../data/index.js'
 import { rootBaseId } from '../fine-tuning/continue-from.js'
+import { jobDir } from '../fine-tuning/job-dir.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { failJob, moveJob } from './job-state.js'
 
-export const jobDir = (ctx: AppContext, jobId: string) => join(ctx.config.dataDir, 'jobs', jobId)
+export { jobDir } from '../fine-tuning/job-dir.js'
 
 /**
  * A job cancelled while queued (or during validation) is never claimed again, so nothing else

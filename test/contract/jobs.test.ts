@@ -86,6 +86,8 @@ for (const dialect of DIALECTS) {
         [{ integrations: [{ type: 'wandb', wandb: { project: 'p', api_key: 'k', tags: ['a', 3] } }] }, ['body', 'integrations', 0, 'wandb', 'tags', 1], 'string_type'],
         [{ integrations: [{ type: 'mlflow', mlflow: { tracking_uri: 'u', experiment_name: null, run_name: 'r', certificate_file: 'c', username: 'u', password: 'p', tags: { a: 5 } } }] }, ['body', 'integrations', 0, 'mlflow', 'tags', 'a'], 'string_type'],
         [{ validation_file: '' }, ['body', 'validation_file'], 'string_too_short'],
+        [{ integrations: [{ type: 'toString', toString: {} }] }, ['body', 'integrations', 0, 'type'], 'literal_error'],
+        [{ integrations: [{ type: '__proto__' }] }, ['body', 'integrations', 0, 'type'], 'literal_error'],
       ]
       for (const [body, loc, type] of cases) {
         const payload = { model: 'opentune/tiny-llama', training_file: 'file-x', ...body }

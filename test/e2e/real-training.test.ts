@@ -120,11 +120,13 @@ describe('real training through the openai client', () => {
     assert.deepEqual(echoed.from_checkpoint, { type: 'ft' })
     assert.deepEqual([echoed.hyperparameters.lora, echoed.hyperparameters.lora_r, echoed.hyperparameters.lora_alpha], [true, 8, 16])
     const fromFull = await client.fineTuning.jobs.create({ model: full.model, training_file: trainingFile, hyperparameters: { ...oneEpoch, lora: true } as never })
+    const ends = new Map<string, { model: string, loss: number }>()
 
     for (const [job, before] of [[again, lora], [fromFull, full]] as const) {
       const done = await finished(job.id)
       assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
       const [ckpt] = await checkpointsOf(job.id)
+      ends.set(job.id, { model: done.fine_tuned_model!, loss: ckpt!.metrics.train_loss! })
       // one more epoch from where it ended is better than the first epoch from scratch
       assert.ok(ckpt!.metrics.train_loss! < before.epochOneLoss, `${ckpt!.metrics.train_loss} < ${before.epochOneLoss}`)
       assert.match(ckpt!.fine_tuned_model_checkpoint, /^ft:opentune\/tiny-llama:e2e::ftjob-/, 'named after the base at the root')
@@ -132,6 +134,22 @@ describe('real training through the openai client', () => {
       const config = JSON.parse(files.get('adapter_config.json')!.toString())
       assert.equal(config.base_model_name_or_path, job === again ? 'opentune/tiny-llama' : full.model)
     }
+
+    // a chain: LoRA on the full checkpoint, continued again (`from_checkpoint: {}` is FT by the
+    // spec's default). It must keep the full weights under the adapter, and it keeps its own links
+    // to the files even when the user deletes them after creating the job.
+    const chained = ends.get(fromFull.id)!
+    const third = await client.fineTuning.jobs.create({ model: chained.model, training_file: trainingFile, hyperparameters: oneEpoch as never, from_checkpoint: {} } as never)
+    const [source] = await checkpointsOf(fromFull.id)
+    for (const id of source!.result_files) await client.files.delete(id)
+    const done = await finished(third.id)
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
+    const [ckpt] = await checkpointsOf(third.id)
+    assert.ok(ckpt!.metrics.train_loss! < chained.loss + 0.05, `the chain went on from ${chained.loss}, got ${ckpt!.metrics.train_loss}`)
+    const files = new Map((await Promise.all(ckpt!.result_files.map(download))).map(f => [f.name, f.bytes]))
+    assert.equal(JSON.parse(files.get('adapter_config.json')!.toString()).base_model_name_or_path, full.model, 'still the full checkpoint under the adapter')
+    const gone = await client.fineTuning.jobs.create({ model: chained.model, training_file: trainingFile }).then(() => null, (e: unknown) => e)
+    assert.ok(gone instanceof OpenAI.BadRequestError && /deleted/.test(gone.message), String(gone))
 
     const refused = async (hyperparameters: Record<string, unknown>, model = lora.model) => {
       const err = await client.fineTuning.jobs.create({ model, training_file: trainingFile, hyperparameters: hyperparameters as never }).then(() => null, (e: unknown) => e)
