@@ -41,7 +41,7 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   if (!trainingModel) throw errors.unknownBaseModel(body.model)
   const lora = trainingModel.adapter?.lora
   const { hyperparameters, unknown } = resolveHyperparameters(requested, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
-  if (lora) checkLoraContinuation(lora, hyperparameters)
+  if (lora) checkLoraContinuation(lora, hyperparameters, body.method ? 'method.supervised.hyperparameters' : 'hyperparameters')
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
@@ -124,10 +124,10 @@ function requestedHyperparameters (body: JobCreateBody) {
 }
 
 /** A LoRA checkpoint keeps training its adapter: same rank and scale, on the same base. */
-function checkLoraContinuation (lora: { r: number, alpha: number }, hp: Hyperparameters): void {
-  if (!hp.lora) throw errors.unsupportedParameter('hyperparameters.lora', 'this checkpoint is a LoRA adapter and continues as one; to fine-tune fully, start from its base model.')
-  if (hp.lora_r !== lora.r) throw errors.unsupportedParameter('hyperparameters.lora_r', `the checkpoint's adapter has lora_r ${lora.r}; leave lora_r out or set it to ${lora.r}.`)
-  if (hp.lora_alpha !== lora.alpha) throw errors.unsupportedParameter('hyperparameters.lora_alpha', `the checkpoint's adapter has lora_alpha ${lora.alpha}; leave lora_alpha out or set it to ${lora.alpha}.`)
+function checkLoraContinuation (lora: { r: number, alpha: number }, hp: Hyperparameters, at: string): void {
+  if (!hp.lora) throw errors.unsupportedParameter(`${at}.lora`, 'this checkpoint is a LoRA adapter and continues as one; to fine-tune fully, start from its base model.')
+  if (hp.lora_r !== lora.r) throw errors.unsupportedParameter(`${at}.lora_r`, `the checkpoint's adapter has lora_r ${lora.r}; leave lora_r out or set it to ${lora.r}.`)
+  if (hp.lora_alpha !== lora.alpha) throw errors.unsupportedParameter(`${at}.lora_alpha`, `the checkpoint's adapter has lora_alpha ${lora.alpha}; leave lora_alpha out or set it to ${lora.alpha}.`)
 }
 
 async function checkTrainingFile (db: Kysely<Database>, projectId: string, param: 'training_file' | 'validation_file', id: string) {

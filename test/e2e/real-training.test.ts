@@ -159,6 +159,9 @@ describe('real training through the openai client', () => {
     assert.equal(await refused({ lora: false }), 'hyperparameters.lora')
     assert.equal(await refused({ lora_r: 16 }), 'hyperparameters.lora_r')
     assert.equal(await refused({}, lora.model.replace('ftjob-', 'ftjob-0')), 'model')
+    const viaMethod = await client.fineTuning.jobs.create({ model: lora.model, training_file: trainingFile, method: { type: 'supervised', supervised: { hyperparameters: { lora_r: 16 } } } } as never).then(() => null, (e: unknown) => e)
+    assert.ok(viaMethod instanceof OpenAI.BadRequestError)
+    assert.equal(viaMethod.param, 'method.supervised.hyperparameters.lora_r', 'the parameter where the request put it')
   })
 
   it('fails a job whose model folder has no weights', async () => {
