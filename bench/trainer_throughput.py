@@ -3,6 +3,8 @@
     python3 bench/trainer_throughput.py                      # all configs, one JSON line each
     OPENTUNE_COMPILE=0 python3 bench/trainer_throughput.py   # without torch.compile
     python3 bench/trainer_throughput.py --smoke              # a tiny config on the CPU: does it run?
+    python3 bench/trainer_throughput.py --packed             # rows of packed documents (document masks)
+    OPENTUNE_ATTENTION=flex python3 bench/trainer_throughput.py --packed   # the same with FlexAttention
     python3 /work/shared/bench/hf_peft_baseline.py           # the baseline, same GPU
 
 Same workload as the baseline: random-init Llama configs, LoRA r=16 alpha=32 on all seven linear
@@ -52,7 +54,20 @@ def make_model(name, seq):
     return model, cfg
 
 
-def run(name, batch, seq, steps, ckpt, peak_tflops):
+def packed_rows(batch, seq, mean_doc, device):
+    """(pos, doc) for rows of documents of random lengths around `mean_doc`, as packing makes them."""
+    g = torch.Generator().manual_seed(0)
+    pos, doc = torch.empty(batch, seq, dtype=torch.long), torch.empty(batch, seq, dtype=torch.long)
+    for b in range(batch):
+        t, d = 0, 0
+        while t < seq:
+            n = min(seq - t, int(torch.randint(mean_doc // 4, mean_doc * 7 // 4, (1,), generator=g)))
+            pos[b, t:t + n], doc[b, t:t + n] = torch.arange(n), d
+            t, d = t + n, d + 1
+    return pos.to(device), doc.to(device)
+
+
+def run(name, batch, seq, steps, ckpt, peak_tflops, packed=False):
     model, cfg = make_model(name, seq)
     n_params = sum(p.numel() for p in model.parameters())
     apply_lora(model, r=16, alpha=32, dropout=0.0)
@@ -67,10 +82,11 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
     y[:, :-1] = x[:, 1:]
     idx = (y.view(-1) != -100).nonzero().view(-1)
     n_loss = idx.numel()
+    pos, doc = packed_rows(batch, seq, min(512, seq // 4), DEVICE) if packed else (None, None)
 
     def step():
         with torch.autocast(DEVICE, dtype=torch.bfloat16):
-            h = model(x)
+            h = model(x, pos, doc)
             h = h.reshape(-1, h.shape[-1]).index_select(0, idx)
             loss, _ = linear_cross_entropy(h, model.lm_head.weight, y.view(-1).index_select(0, idx))
         (loss / n_loss).backward()
@@ -95,7 +111,7 @@ def run(name, batch, seq, steps, ckpt, peak_tflops):
     print(json.dumps(dict(impl="opentune", model=name, params=n_params, batch=batch, seq=seq,
                           grad_ckpt=ckpt, step_s=round(dt, 4), tokens_per_s=round(tok_s),
                           mfu_6N=round(mfu6, 4), max_mem_gib=round(max_memory() / 2**30, 1),
-                          compile=COMPILE, attention=attention.BACKEND)), flush=True)
+                          compile=COMPILE, attention=attention.BACKEND, packed=packed)), flush=True)
 
 
 def sync():
@@ -120,11 +136,16 @@ def safe_run(*args):
 
 if __name__ == "__main__":
     peak = 989.0  # H100 SXM dense bf16 TFLOP/s
+    packed = "--packed" in sys.argv  # documents of ~512 tokens packed into each row
     if "--smoke" in sys.argv:
-        safe_run("smoke", 2, 128, 2, False, peak)
-        safe_run("smoke", 2, 128, 2, True, peak)
+        safe_run("smoke", 2, 128, 2, False, peak, packed)
+        safe_run("smoke", 2, 128, 2, True, peak, packed)
         sys.exit(0)
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    if packed:  # the attention path is what differs: one config is enough
+        safe_run("llama-1b", 8, 2048, 10, False, peak, True)
+        safe_run("llama-1b", 2, 8192, 10, False, peak, True)
+        sys.exit(0)
     safe_run("llama-1b", 8, 2048, 10, False, peak)
     safe_run("llama-1b", 8, 2048, 10, True, peak)
     safe_run("llama-8b", 4, 2048, 6, True, peak)
