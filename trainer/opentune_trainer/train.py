@@ -24,6 +24,7 @@ from . import checkpoint, data, state
 from .lora import apply_lora
 from .loss import linear_cross_entropy
 from .model import compile_blocks
+from .numerics import check_finite, diverged, is_oom, lr_at, update_fits
 from .protocol import JobError, emit, log
 from .protocol import line as protocol_line
 from .spec import Spec
@@ -33,27 +34,6 @@ STATE_EVERY_S = float(os.environ.get("OPENTUNE_STATE_EVERY_S", "900"))  # mid-ep
 
 class Stop(Exception):
     """SIGTERM arrived mid-step: drop the half-done step, save the state before it."""
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """LR of optimizer step `step` (1-based): up linearly over `warmup` steps to `peak`, then down
-    linearly so that the step after the last would be 0 (the last step still learns)."""
-    # the ratio first (as transformers' LambdaLR does): peak × step would overflow to inf for a huge
-    # but finite peak (1e308 is a valid learning_rate) and the step would then report null
-    if step <= warmup:
-        return peak * (step / warmup)
-    return peak * ((total - step + 1) / (total - warmup))
-
-
-def diverged(step: int, why: str) -> JobError:
-    """Training blew up numerically: the job's fault (its learning rate, almost always)."""
-    return JobError("invalid_hyperparameters",
-                    f"training diverged at step {step}: {why}; try a lower learning_rate", "learning_rate")
-
-
-def is_oom(e: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(e, oom)) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
 class Trainer:
@@ -222,14 +202,14 @@ class Trainer:
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
             if not math.isfinite(norm):
                 raise diverged(n, "the gradient norm is not finite")
-            if not self._update_fits(lr):
+            if not update_fits(lr, self.weight_max, max(g["weight_decay"] for g in self.opt.param_groups)):
                 raise diverged(n, f"a learning rate of {lr:g} overflows the optimizer's update of "
                                   f"{str(self.params[0].dtype).replace('torch.', '')} weights")
             for g in self.opt.param_groups:
                 g["lr"] = lr
             try:
                 self.opt.step()
-            except RuntimeError as e:  # a scalar beyond the weights' dtype that _update_fits missed
+            except RuntimeError as e:  # a scalar beyond the weights' dtype that update_fits missed
                 if "overflow" not in str(e):
                     raise
                 raise diverged(n, f"the optimizer's update overflows ({e})") from None
@@ -239,23 +219,6 @@ class Trainer:
                 "train_mean_token_accuracy": correct / n_loss if n_loss else None,
                 "learning_rate": lr, "tokens": sum(self.train_split.row_len[r] for r in rows),
                 "loss_tokens": n_loss, "grad_norm": norm, "step_time_s": round(time.perf_counter() - t0, 4)}
-
-    def _update_fits(self, lr: float) -> bool:
-        """Whether AdamW's scalars for this `lr` fit the weights' dtype. It moves a weight by
-        lr / (1 − β1^t) ≤ 10·lr times m/√v, and multiplies it by 1 − lr·weight_decay; torch turns
-        both into the weights' dtype, and a finite double beyond float32's range raises
-        "value cannot be converted to type float without overflow" (an infinite one is let through
-        and makes every weight inf)."""
-        wd = max(g["weight_decay"] for g in self.opt.param_groups)
-        return math.isfinite(lr) and 10 * lr <= self.weight_max and abs(1 - lr * wd) <= self.weight_max
-
-    def check_weights(self) -> None:
-        """Before anything is saved: an update can overflow the weights even when its loss and
-        gradient were finite (the next step would see it; a checkpoint must not hold it)."""
-        with torch.no_grad():
-            for p in self.params:
-                if not bool(torch.isfinite(p).all()):
-                    raise diverged(self.step, "the weights are no longer finite")
 
     def _shrink(self, retry_step: bool = True) -> None:
         """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
@@ -322,12 +285,12 @@ class Trainer:
             self.last, self.last_rows = m, rows
             emit("metrics", step=self.step, total_steps=self.total_steps, epoch=epoch + 1, **m)
             if self.step % self.steps_per_epoch == 0:
-                self.check_weights()
+                check_finite(self.params, self.step)
                 self.save_checkpoint(epoch + 1)
                 self.save_state()
                 last_save = time.time()
             elif time.time() - last_save > STATE_EVERY_S:
-                self.check_weights()
+                check_finite(self.params, self.step)
                 self.save_state()
                 last_save = time.time()
         emit("finished", step=self.step, status="succeeded")
