@@ -1,7 +1,7 @@
 // Checkpoints: one per epoch, listed oldest first (ascending step_number, i.e. insertion order).
 import type { Kysely } from 'kysely'
 import type { CheckpointRow, Database } from '../db/database.js'
-import { toPage, unknownAfter, type Page } from '../db/paging.js'
+import { pageOfJob, type Page } from '../db/paging.js'
 import { prepared } from '../db/prepared.js'
 import { newCheckpointId, nowSeconds } from '../ids.js'
 import type { FineTuningJobCheckpoint, Metrics } from './jobs.schemas.js'
@@ -38,13 +38,7 @@ export async function insertCheckpoint (db: Kysely<Database>, c: NewCheckpoint):
 }
 
 export async function listCheckpoints (db: Kysely<Database>, jobId: string, req: { limit: number, after?: string | undefined }): Promise<Page<CheckpointRow>> {
-  let q = db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId)
-  if (req.after !== undefined) {
-    const after = await db.selectFrom('checkpoints').select('seq').where('id', '=', req.after).where('job_id', '=', jobId).executeTakeFirst()
-    if (!after) throw unknownAfter(req.after)
-    q = q.where('seq', '>', after.seq)
-  }
-  return toPage(await q.orderBy('seq', 'asc').limit(req.limit + 1).execute(), req.limit)
+  return await pageOfJob(db, 'checkpoints', jobId, req)
 }
 
 const checkpointOfProject = prepared((db: Kysely<Database>, arg: (name: 'id' | 'jobId' | 'projectId') => string) =>

@@ -1,7 +1,7 @@
 // Job events: append-only, listed oldest first; `after` = the last id seen, so polling is a tail.
 import type { Kysely } from 'kysely'
 import type { Database, EventRow } from '../db/database.js'
-import { toPage, unknownAfter, type Page } from '../db/paging.js'
+import { pageOfJob, type Page } from '../db/paging.js'
 import { newEventId, nowSeconds } from '../ids.js'
 import type { FineTuningJobEvent } from './jobs.schemas.js'
 
@@ -25,13 +25,7 @@ export async function appendEvent (db: Kysely<Database>, jobId: string, e: NewEv
 }
 
 export async function listEvents (db: Kysely<Database>, jobId: string, req: { limit: number, after?: string | undefined }): Promise<Page<EventRow>> {
-  let q = db.selectFrom('job_events').selectAll().where('job_id', '=', jobId)
-  if (req.after !== undefined) {
-    const after = await db.selectFrom('job_events').select('seq').where('id', '=', req.after).where('job_id', '=', jobId).executeTakeFirst()
-    if (!after) throw unknownAfter(req.after)
-    q = q.where('seq', '>', after.seq)
-  }
-  return toPage(await q.orderBy('seq', 'asc').limit(req.limit + 1).execute(), req.limit)
+  return await pageOfJob(db, 'job_events', jobId, req)
 }
 
 export function eventRowToApi (row: EventRow): FineTuningJobEvent {
