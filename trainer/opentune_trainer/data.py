@@ -100,11 +100,10 @@ class Batch:
     pos: torch.Tensor  # [B, T] RoPE positions, 0 at each document start
     doc: Optional[torch.Tensor]  # [B, T] document index, None when every row is one document
     loss_idx: torch.Tensor  # flat indices (into B·T) of the loss positions
-    n_tokens: int  # real (unpadded) tokens
 
     def to(self, device) -> "Batch":
         mv = (lambda t: None if t is None else t.to(device, non_blocking=True))
-        return Batch(mv(self.tokens), mv(self.targets), mv(self.pos), mv(self.doc), mv(self.loss_idx), self.n_tokens)
+        return Batch(mv(self.tokens), mv(self.targets), mv(self.pos), mv(self.doc), mv(self.loss_idx))
 
 
 def collate(split: Split, rows: List[int], pad_multiple: int = 1) -> Batch:
@@ -120,16 +119,15 @@ def collate(split: Split, rows: List[int], pad_multiple: int = 1) -> Batch:
         s, n = int(split.start[r]), split.row_len[r]
         tokens[b, :n] = split.tokens[s:s + n]
         targets[b, :n] = split.targets[s:s + n]
-        off = 0
-        for j, d in enumerate(split.docs[r]):
-            pos[b, off:off + d] = torch.arange(d)
-            doc[b, off:off + d] = j
-            off += d
-        doc[b, off:] = len(split.docs[r])  # padding: its own "document", never seen by real tokens
-        packed |= len(split.docs[r]) > 1
+        # per row, not per document: a packed 8k row holds ~100 documents (6 ms a batch as a loop)
+        lens = torch.tensor(split.docs[r], dtype=torch.long)
+        which = torch.repeat_interleave(torch.arange(len(lens)), lens)
+        pos[b, :n] = torch.arange(n) - (lens.cumsum(0) - lens)[which]  # restart at 0 per document
+        doc[b, :n] = which
+        doc[b, n:] = len(lens)  # padding: its own "document", never seen by real tokens
+        packed |= len(lens) > 1
     loss_idx = (targets.view(-1) != IGNORE).nonzero().view(-1)
-    return Batch(tokens, targets, pos, doc if packed else None, loss_idx,
-                 sum(split.row_len[r] for r in rows))
+    return Batch(tokens, targets, pos, doc if packed else None, loss_idx)
 
 
 def epoch_order(n_rows: int, seed: int, epoch: int) -> List[int]:

@@ -202,7 +202,7 @@ class Trainer:
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
             if not math.isfinite(norm):
                 raise diverged(n, "the gradient norm is not finite")
-            if not update_fits(lr, self.weight_max, max(g["weight_decay"] for g in self.opt.param_groups)):
+            if not update_fits(lr, self.weight_max, self.hp.weight_decay):
                 raise diverged(n, f"a learning rate of {lr:g} overflows the optimizer's update of "
                                   f"{str(self.params[0].dtype).replace('torch.', '')} weights")
             for g in self.opt.param_groups:
@@ -269,11 +269,14 @@ class Trainer:
              trainable_params=sum(p.numel() for p in self.params),
              total_params=sum(p.numel() for p in self.model.parameters()))
         last_save = time.time()
+        order: List[int] = []
+        order_epoch = -1
         while self.step < self.total_steps:
             if self.stop:
                 return self._stopped()
             epoch, k = divmod(self.step, self.steps_per_epoch)
-            order = data.epoch_order(len(self.train_split), self.spec.seed, epoch)
+            if order_epoch != epoch:  # the order depends on the epoch only: not one randperm per step
+                order, order_epoch = data.epoch_order(len(self.train_split), self.spec.seed, epoch), epoch
             rows = order[k * self.hp.batch_size:(k + 1) * self.hp.batch_size]
             self.rng_at_step = state.rng_state()
             try:
