@@ -113,8 +113,3 @@ export class InvalidJsonError extends Error {
     return errors.validation([{ loc: ['body', position ? Number(position[1]) : 0], msg: 'JSON decode error', type: 'json_invalid', input: {}, ctx: { error: this.message } }])
   }
 }
-
-/** Anything thrown that is not ours becomes an Error; graphile-worker's coerceError. */
-export function coerceError (err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}

@@ -1,11 +1,8 @@
 import { parseArgs } from 'node:util'
+import { HYPERPARAMETER_DEFAULTS } from '../fine-tuning/hyperparameters.js'
 import { formatProblems, ModelFolderError, prepareDataset, type PrepareResult } from './index.js'
 
 const USAGE = 'usage: opentune data check <file.jsonl> --model-dir <dir> [--context-length N] [--no-packing] [--batch-size N] [--json]'
-
-/** Nebius defaults for the job hyperparameters the check depends on. */
-const DEFAULT_CONTEXT_LENGTH = 8192
-const DEFAULT_BATCH_SIZE = 8
 
 interface CheckArgs { file: string, modelDir: string, contextLength: number, packing: boolean, batchSize: number, json: boolean }
 
@@ -52,8 +49,8 @@ function parseCheckArgs (args: string[]): CheckArgs {
   return {
     file,
     modelDir,
-    contextLength: positiveInteger(values['context-length'], '--context-length', DEFAULT_CONTEXT_LENGTH),
-    batchSize: positiveInteger(values['batch-size'], '--batch-size', DEFAULT_BATCH_SIZE),
+    contextLength: positiveInteger(values['context-length'], '--context-length', HYPERPARAMETER_DEFAULTS.context_length),
+    batchSize: positiveInteger(values['batch-size'], '--batch-size', HYPERPARAMETER_DEFAULTS.batch_size),
     packing: !values['no-packing'],
     json: values.json,
   }

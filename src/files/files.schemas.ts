@@ -35,7 +35,7 @@ export const FileDeleted = Type.Object({
 export const FileParams = Type.Object({ file_id: Type.String() })
 
 export const FileListQuery = Type.Object({
-  purpose: Type.Optional(Type.Union([Type.Literal('fine-tune'), Type.Literal('batch'), Type.Literal('fine-tune-results')])),
+  purpose: Type.Optional(Type.Union(ALL_PURPOSES.map(p => Type.Literal(p)))),
   limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000, default: 10000 })),
   after: Type.Optional(Type.String()),
   order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'desc' })),

@@ -3,7 +3,8 @@
 import { join } from 'node:path'
 import type { AppContext } from '../context.js'
 
-export const jobDir = (ctx: Pick<AppContext, 'config'>, jobId: string) => join(ctx.config.dataDir, 'jobs', jobId)
+export const jobsRoot = (ctx: Pick<AppContext, 'config'>) => join(ctx.config.dataDir, 'jobs')
+export const jobDir = (ctx: Pick<AppContext, 'config'>, jobId: string) => join(jobsRoot(ctx), jobId)
 
 /** A continued checkpoint's files, linked at job creation: `weights/` (a full checkpoint's HF
  *  folder) and/or `adapter/` (a LoRA adapter), each complete once it holds `.complete`. */

@@ -8,6 +8,7 @@ const Open = { additionalProperties: true }
 
 export const JOB_STATUSES = ['validating_files', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const
 export type JobStatus = typeof JOB_STATUSES[number]
+export const TERMINAL_STATUSES = ['succeeded', 'failed', 'cancelled'] as const satisfies readonly JobStatus[]
 
 // --- requests ---------------------------------------------------------------------------------
 

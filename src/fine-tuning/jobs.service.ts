@@ -11,8 +11,8 @@ import { jobDir } from './job-dir.js'
 import { appendEvent } from './events.store.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
-import { insertJob, updateJobIf } from './jobs.store.js'
-import type { FineTuningJob, JobCreateBody, JobStatus } from './jobs.schemas.js'
+import { getJobById, insertJob, updateJobIf } from './jobs.store.js'
+import { TERMINAL_STATUSES, type FineTuningJob, type JobCreateBody, type JobStatus } from './jobs.schemas.js'
 
 // The single source of legal status moves.
 export const JOB_TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
@@ -23,7 +23,7 @@ export const JOB_TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
   failed: [],
   cancelled: [],
 }
-export const isTerminal = (s: string) => s === 'succeeded' || s === 'failed' || s === 'cancelled'
+export const isTerminal = (s: string) => (TERMINAL_STATUSES as readonly string[]).includes(s)
 export const statusesThatMayBecome = (to: JobStatus) =>
   (Object.keys(JOB_TRANSITIONS) as JobStatus[]).filter(from => JOB_TRANSITIONS[from].includes(to))
 
@@ -143,7 +143,8 @@ export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<Job
   const updated = await updateJobIf(db, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds(), estimated_finish: null })
   if (!updated) {
     // The runner moved it meanwhile (to a terminal state, or cancelled already): answer from what is there now.
-    const now = await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', job.id).executeTakeFirstOrThrow()
+    const now = await getJobById(db, job.id)
+    if (!now) throw errors.jobNotFound(job.id)
     if (now.status === 'cancelled') return now
     throw errors.jobNotCancellable(job.id, now.status)
   }

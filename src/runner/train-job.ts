@@ -7,7 +7,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { isCheckpointModel, rootBaseId } from '../fine-tuning/continue-from.js'
-import { sourceDirs } from '../fine-tuning/job-dir.js'
+import { jobDir, sourceDirs } from '../fine-tuning/job-dir.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { getJobById, updateJobIf } from '../fine-tuning/jobs.store.js'
@@ -21,7 +21,6 @@ import { heartbeat, releaseJob } from './queue.js'
 import { publishMetricsCsv } from './results.js'
 import { startTrainer, type TrainerProcess } from './trainer-process.js'
 import { trainerEnv } from './trainer-env.js'
-import { jobDir } from './validate-files.js'
 
 export interface TrainOptions {
   runnerId: string

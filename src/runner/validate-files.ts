@@ -6,22 +6,21 @@ import type { AppContext } from '../context.js'
 import type { JobRow } from '../db/database.js'
 import { formatProblems, loadModelTokenizer, ModelFolderError, prepareDataset, type DatasetStats, type Split } from '../data/index.js'
 import { rootBaseId } from '../fine-tuning/continue-from.js'
-import { jobDir } from '../fine-tuning/job-dir.js'
+import { jobDir, jobsRoot } from '../fine-tuning/job-dir.js'
+import { TERMINAL_STATUSES } from '../fine-tuning/jobs.schemas.js'
 import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
 import { failJob, moveJob } from './job-state.js'
-
-export { jobDir } from '../fine-tuning/job-dir.js'
 
 /**
  * A job cancelled while queued (or during validation) is never claimed again, so nothing else
  * removes its token shards: the runner sweeps work dirs of finished jobs now and then.
  */
 export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
-  const ids = await readdir(join(ctx.config.dataDir, 'jobs')).catch(() => [] as string[])
+  const ids = await readdir(jobsRoot(ctx)).catch(() => [] as string[])
   for (let i = 0; i < ids.length; i += 500) {
     const finished = await ctx.db.selectFrom('fine_tuning_jobs').select('id')
       .where('id', 'in', ids.slice(i, i + 500))
-      .where('status', 'in', ['succeeded', 'failed', 'cancelled'])
+      .where('status', 'in', TERMINAL_STATUSES)
       .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', Date.now())]))
       .execute()
     for (const { id } of finished) await rm(jobDir(ctx, id), { recursive: true, force: true })
