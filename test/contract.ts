@@ -1,5 +1,5 @@
 // Validates response bodies against the published OpenAPI documents with a real JSON-schema
-// validator (Ajv, draft 2020-12 as OpenAPI 3.1 uses): ../shared/spec/nebius-fine-tuning-openapi.yaml
+// validator (Ajv, draft 2020-12 as OpenAPI 3.1 uses): spec/nebius-fine-tuning-openapi.yaml
 // and seed-openapi.yaml for the fine-tuning paths; OpenAI's shapes (test/fixtures/openai-schemas.json)
 // for the Files and Models APIs and for error bodies, which the Nebius document does not declare.
 import { readFileSync } from 'node:fs'
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import YAML from 'yaml'
 
-const SPEC_DIR = process.env.OPENTUNE_SPEC_DIR ?? join(import.meta.dirname, '..', '..', 'shared', 'spec')
+const SPEC_DIR = join(import.meta.dirname, '..', 'spec')
 
 type OpenApi = { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>>, components: { schemas: Record<string, unknown> } }
 
