@@ -5,6 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import rangeParser from 'range-parser'
 import type { AppContext } from '../context.js'
 import { ApiError, errors, fieldError } from '../errors.js'
+import { expectedBodyType } from '../http/body-type.js'
 import { newFileId, nowSeconds } from '../ids.js'
 import { deleteFile, getFile, insertFile, listFiles, unfinishedJobUsing } from './files.store.js'
 import { FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
@@ -19,7 +20,7 @@ export const filesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async
   }, async (request) => {
     const declared = Number(request.headers['content-length'] ?? 0)
     if (declared > config.maxUploadBytes + MULTIPART_SLACK) throw errors.fileTooLarge(config.maxUploadBytes)
-    if (!request.isMultipart()) throw errors.unsupportedMediaType(request.headers['content-type'], 'multipart/form-data')
+    if (!request.isMultipart()) throw errors.unsupportedMediaType(request.headers['content-type'], expectedBodyType(request))
     const form = await readUploadForm(request.parts(), ctx)
     try {
       const purpose = checkPurpose(form.purpose)

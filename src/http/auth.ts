@@ -1,6 +1,6 @@
 // Bearer-key authentication for every /v1 route: resolves the key to its project before the body
 // is read, so an unauthenticated upload is refused without streaming it to disk.
-import type { FastifyRequest } from 'fastify'
+import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database } from '../db/database.js'
 import { errors } from '../errors.js'
@@ -13,11 +13,30 @@ declare module 'fastify' {
 }
 
 /**
- * Sets request.projectId from the request's bearer key, or throws the 401/404 (app.ts runs it for
- * every /v1 route). Returns undefined when that was decided without waiting (a key seen in the
- * last seconds), else a promise: the hot path allocates no promise.
+ * The onRequest hook of the /v1 routes: before the body is read, so an anonymous upload is never
+ * streamed to disk. A callback hook, so a request whose key was seen a moment ago costs no promise.
  */
-export function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> | undefined {
+export function authenticateHook (db: Kysely<Database>): onRequestHookHandler {
+  const authenticate = makeAuthenticator(db)
+  return (request, _reply, done) => {
+    let pending: Promise<void> | undefined
+    try {
+      pending = authenticate(request)
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    if (pending === undefined) done()
+    else pending.then(() => { done() }, (err: Error) => { done(err) })
+  }
+}
+
+/**
+ * Sets request.projectId from the request's bearer key, or throws the 401/404. Returns undefined
+ * when that was decided without waiting (a key seen in the last seconds), else a promise: the hot
+ * path allocates no promise.
+ */
+function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => Promise<void> | undefined {
   const accept = (request: FastifyRequest, projectId: string | null): void => {
     if (projectId === null) throw errors.invalidApiKey()
     request.projectId = projectId

@@ -1,6 +1,7 @@
 // Maps everything a route can throw to one error body (src/errors.ts) and hides internals on 5xx.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ApiError, errors, InvalidJsonError } from '../errors.js'
+import { expectedBodyType } from './body-type.js'
 import { validationError } from './validation.js'
 
 export function installErrorHandlers (app: FastifyInstance): void {
@@ -39,7 +40,7 @@ function toApiError (err: FastifyError, request: FastifyRequest): ApiError {
       return errors.bodyTooLarge(request.routeOptions.bodyLimit ?? 0)
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
-      return errors.unsupportedMediaType(request.headers['content-type'], request.url.startsWith('/v1/files') ? 'multipart/form-data' : 'application/json')
+      return errors.unsupportedMediaType(request.headers['content-type'], expectedBodyType(request))
   }
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     return new ApiError(err.statusCode, 'invalid_request_error', (err.code ?? 'bad_request').toLowerCase(), err.message)
