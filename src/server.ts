@@ -1,4 +1,5 @@
 // The service process: store + HTTP API + (by default) the runner, with graceful shutdown.
+import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
@@ -62,18 +63,23 @@ export async function startRunnerOnly (config: Readonly<Config>): Promise<Servic
   return { app, ctx, runner, url: '', close }
 }
 
-/** SIGTERM/SIGINT: finish what is in flight, then exit; a second signal exits at once. */
+// Synchronous faults leave the process where running JS listeners is unsafe (Node's docs on
+// signal events): they keep their default action instead of starting a graceful close.
+const FAULT_SIGNALS = ['SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV'] as const
+
+/**
+ * SIGTERM, SIGINT, SIGHUP…: finish what is in flight, then exit 0; a second signal exits 1 at once.
+ * An uncaught error closes the same way, then exits 1 (trainers still save resumable state).
+ * close-with-grace's `delay` is off: it is a deadline for the whole close that then exits 1, where
+ * OPENTUNE_SHUTDOWN_GRACE_SECONDS (startService's close) cuts only the HTTP requests still open,
+ * lets the trainers finish saving, and exits 0.
+ */
 export function closeOnSignals (service: Service): void {
-  let stopping = false
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(1)
-    stopping = true
-    service.app.log.info({ signal }, 'shutting down')
-    service.close().then(() => process.exit(0), (err: unknown) => {
-      service.app.log.error({ err }, 'shutdown failed')
-      process.exit(1)
-    })
-  }
-  process.on('SIGTERM', onSignal)
-  process.on('SIGINT', onSignal)
+  const log = service.app.log
+  const logger = { error: (m: unknown) => { if (typeof m === 'string') log.error(m); else log.error({ err: m }, 'shutdown failed') } }
+  closeWithGrace({ delay: false, logger, skip: [...FAULT_SIGNALS] }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'uncaught error, shutting down')
+    else log.info({ signal }, 'shutting down')
+    await service.close()
+  })
 }
