@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
 import { dataCheckCommand } from './data/check-command.js'
 import { makeModelCatalog } from './models/catalog.js'
+import { loadModelSupport } from './models/support.js'
 import { openStore } from './db/connect.js'
 import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
 import { closeOnSignals, startRunnerOnly, startService } from './server.js'
@@ -60,7 +61,7 @@ async function dataCheck (config: ReturnType<typeof loadConfig>, args: string[])
   const i = args.indexOf('--model')
   if (i >= 0) {
     const id = args[i + 1] ?? ''
-    const model = makeModelCatalog(config.modelsDir, config.builtinModelsDir).find(id)
+    const model = makeModelCatalog(config.modelsDir, config.builtinModelsDir, loadModelSupport(config.trainerDir)).find(id)
     if (!model) {
       console.error(`unknown model '${id}': use opentune/tiny-llama or a folder under ${config.modelsDir}`)
       return 2

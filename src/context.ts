@@ -18,12 +18,13 @@ export async function openContext (config: Readonly<Config>): Promise<AppContext
   const { openStore } = await import('./db/connect.js')
   const { makeBlobStore } = await import('./files/blob-storage.js')
   const { makeModelCatalog } = await import('./models/catalog.js')
+  const { loadModelSupport } = await import('./models/support.js')
   const store = await openStore(config)
   return {
     config,
     store,
     db: store.db,
     blobs: await makeBlobStore(config.dataDir),
-    models: makeModelCatalog(config.modelsDir, config.builtinModelsDir),
+    models: makeModelCatalog(config.modelsDir, config.builtinModelsDir, loadModelSupport(config.trainerDir)),
   }
 }

@@ -64,6 +64,8 @@ export const errors = {
     `${param} '${shown(id)}' has purpose '${purpose}'; upload it with purpose 'fine-tune'.`, param),
   unknownBaseModel: (model: string) => new ApiError(400, INVALID, 'model_not_available',
     `Model '${shown(model)}' is not available for fine-tuning. GET /v1/models lists the base models.`, 'model'),
+  unsupportedModel: (model: string, why: string, supported: string) => new ApiError(400, INVALID, 'unsupported_model',
+    `Model '${shown(model)}' cannot be fine-tuned here: ${why}. Supported: ${supported}.`, 'model'),
   checkpointUnusable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_available',
     `Checkpoint '${shown(model)}' cannot be trained from: ${why}.`, 'model'),
   unsupportedMethod: (type: string) => new ApiError(400, INVALID, 'unsupported_method',

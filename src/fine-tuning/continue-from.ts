@@ -45,11 +45,14 @@ export const rootBaseId = (model: string) => (isCheckpointModel(model) ? model.s
 /**
  * What `model` names for this project: a base model, or a checkpoint of one of its jobs. Undefined
  * when it names nothing the project may use (another project's checkpoint answers like an unknown
- * name). Throws a 400 when the checkpoint exists but cannot be trained from (files deleted).
+ * name). Throws a 400 when the base model's architecture cannot be trained, or when the checkpoint
+ * exists but cannot be trained from (files deleted).
  */
 export async function resolveTrainingModel (ctx: AppContext, projectId: string, model: string, nested = false): Promise<TrainingModel | undefined> {
   const base = ctx.models.find(rootBaseId(model))
   if (!base) return undefined
+  // a folder the trainer would refuse: said now, not after the files have been tokenized
+  if (base.unsupported) throw errors.unsupportedModel(base.id, base.unsupported, ctx.models.support.summary)
   if (!isCheckpointModel(model)) return { base }
   const ckpt = await checkpointNamed(ctx, projectId, model)
   if (!ckpt) return undefined

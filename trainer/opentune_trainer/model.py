@@ -21,9 +21,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from . import attention
-
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                 "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+from .support import SLIDING_WINDOW_TYPES, check_supported
 
 
 @dataclass
@@ -50,18 +48,15 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, d: dict) -> "ModelConfig":
-        mt = d.get("model_type")
-        if mt not in ARCHITECTURES:
-            raise ValueError(f"model_type {mt!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+        check_supported(d)  # supported_models.json: the list the service refuses other models by
+        mt = d["model_type"]
         heads = d["num_attention_heads"]
         # transformers ≥ 5 writes rope settings as `rope_parameters` (theta inside); older ones as
         # `rope_theta` + `rope_scaling`.
         rope = d.get("rope_parameters") or d.get("rope_scaling") or None
         theta = d.get("rope_theta") or (rope or {}).get("rope_theta") or 10000.0
         bias = bool(d.get("attention_bias", False))
-        window = d.get("sliding_window") if mt == "mistral" else None
-        if mt in ("qwen2", "qwen3") and d.get("use_sliding_window"):
-            raise ValueError("Qwen use_sliding_window=true is not supported")
+        window = d.get("sliding_window") if mt in SLIDING_WINDOW_TYPES else None
         return cls(
             model_type=mt, vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
             intermediate_size=d["intermediate_size"], num_hidden_layers=d["num_hidden_layers"],
@@ -97,7 +92,8 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
         return torch.where(medium, smoothed, scaled)
-    raise ValueError(f"rope scaling {kind!r} is not supported (default, linear, llama3)")
+    # from_hf refused it already (supported_models.json); here only for configs built by hand
+    raise ValueError(f"rope scaling {kind!r} is not supported")
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
