@@ -1,7 +1,7 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', 'data/**', 'trainer/**', 'node_modules/**'] }),
+  ...neostandard({ ts: true, ignores: ['dist/**', 'data/**', 'trainer/**', 'node_modules/**', '.venv/**'] }),
   {
     rules: {
       // TypeBox's idiom: `const X = Type.Object(…)` and `type X = Static<typeof X>` share a name.

@@ -6,7 +6,7 @@
  *
  *   npx tsx bench/api-checkpoint.ts                                  # sqlite and postgres, 3 rounds of 10 s
  *   npx tsx bench/api-checkpoint.ts --dialects sqlite --rounds 5 --duration 10 --connections 32
- *   OPENTUNE_SEED_SPEC=/path/seed-openapi.yaml npx tsx bench/api-checkpoint.ts --no-prism
+ *   npx tsx bench/api-checkpoint.ts --spec spec/seed-openapi.yaml --no-prism     # Prism mocks this document
  *   git worktree add /tmp/before HEAD~1 && ln -s $PWD/node_modules /tmp/before/ &&
  *     npx tsx bench/api-checkpoint.ts --compare /tmp/before    # + that checkout's server, same database
  *
@@ -37,7 +37,7 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
-    spec: { type: 'string', default: process.env.OPENTUNE_SEED_SPEC ?? resolve(ROOT, '..', 'shared', 'spec', 'seed-openapi.yaml') },
+    spec: { type: 'string', default: resolve(ROOT, 'spec', 'seed-openapi.yaml') },
     'no-prism': { type: 'boolean', default: false },
     compare: { type: 'string' }, // another checkout of opentune, served as one more target
     'bare-server': { type: 'string' }, // internal: run the bare route on this port, body from --body

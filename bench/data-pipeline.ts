@@ -1,7 +1,7 @@
 /**
  * Dataset pipeline benchmark: read → validate → chat template → tokenize → mask → pack → write,
  * end to end with the Llama 3.1 tokenizer, on generated chat JSONL (rows shaped like
- * ../shared/bench/hf_data_pipeline.py: system + user + assistant with varied numbers).
+ * bench/hf_data_pipeline.py: system + user + assistant with varied numbers).
  *
  *   npx tsx bench/data-pipeline.ts                      # 20 MB and 200 MB, 3 runs each
  *   npx tsx bench/data-pipeline.ts --sizes 20 --runs 5

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Everything issue 3 asks of a GPU, in one call, for a session that has one (none has had yet):
 #
-#   mkdir -p .carry && cp ../shared/bench/hf_peft_baseline.py .carry/    # .carry/ is git-ignored
-#   bash bench/gpu-session.sh .carry/hf_peft_baseline.py "$OUT"          # on the GPU machine
+#   bash bench/gpu-session.sh "$OUT" [baseline.py]     # on the GPU machine; default bench/hf_peft_baseline.py
 #
 # 1. the trainer's tests with CUDA: transformers parity (and PEFT loading, when peft is there),
 #    FlexAttention, the bf16/compile/fused training path through the CLI;
@@ -11,8 +10,8 @@
 # Each step's output goes to <out>/<step>.log; a failing step does not stop the others, and the
 # summary at the end says which failed. Figures go to docs/benchmarks.md (Trainer section).
 set -uo pipefail
-baseline=${1:?usage: gpu-session.sh <hf_peft_baseline.py> [out dir]}
-out=${2:-gpu-session-out}
+out=${1:-gpu-session-out}
+baseline=${2:-bench/hf_peft_baseline.py}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 failed=()
@@ -28,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.
 python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)' >>"$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 
-step pytest-gpu python3 -m pytest -q -c trainer/pytest.ini trainer/tests/test_hf_parity.py trainer/tests/test_gpu_training.py trainer/tests/test_accelerator_paths.py
+step pytest-gpu python3 -m pytest -q -c trainer/pytest.ini trainer/tests/test_hf_parity.py trainer/tests/test_gpu_training.py trainer/tests/test_accelerator_paths.py trainer/tests/test_interop.py
 step baseline python3 "$baseline"
 step opentune python3 bench/trainer_throughput.py
 step opentune-nocompile env OPENTUNE_COMPILE=0 python3 bench/trainer_throughput.py

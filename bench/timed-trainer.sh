@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wraps the real trainer for bench/job-overhead.ts: records when the process started and ended.
 start=$(date +%s%3N)
-"${OPENTUNE_PYTHON:-/usr/bin/python3}" -m opentune_trainer "$@"
+"${OPENTUNE_PYTHON:-$(dirname "$0")/../.venv/bin/python}" -m opentune_trainer "$@"
 rc=$?
 echo "{\"start_ms\":$start,\"end_ms\":$(date +%s%3N),\"rc\":$rc}" >> "$TIMED_TRAINER_LOG"
 exit $rc

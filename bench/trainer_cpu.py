@@ -1,7 +1,7 @@
 """opentune's training step against Hugging Face transformers' on the CPU, same run, same config.
 
-    bash scripts/test-torch2.sh --run python3 bench/trainer_cpu.py     # torch 2.x + transformers
-    python3 bench/trainer_cpu.py --impl opentune                       # ours only (any torch)
+    .venv/bin/python bench/trainer_cpu.py                    # ours and transformers' (the .venv has both)
+    .venv/bin/python bench/trainer_cpu.py --impl opentune    # ours only (any torch)
 
 What a GPU-less machine can measure: one full fine-tuning step (float32, AdamW) of a random-init
 Llama config, ours vs `LlamaForCausalLM` with SDPA. By default every position but the last is

@@ -5,7 +5,7 @@
     python3 bench/trainer_throughput.py --smoke              # a tiny config on the CPU: does it run?
     python3 bench/trainer_throughput.py --packed             # rows of packed documents (document masks)
     OPENTUNE_ATTENTION=flex python3 bench/trainer_throughput.py --packed   # the same with FlexAttention
-    python3 /work/shared/bench/hf_peft_baseline.py           # the baseline, same GPU
+    python3 bench/hf_peft_baseline.py                # the baseline, same GPU
 
 Same workload as the baseline: random-init Llama configs, LoRA r=16 alpha=32 on all seven linear
 projections, bf16, seq 2048, every position but the last trained (HF's labels=x), AdamW fused.

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Every test: typecheck, lint, the Node suites (SQLite and PostgreSQL), the trainer's pytest suite
-# on Debian's torch 1.13, then again on current PyTorch 2.x + transformers in a chroot (GPU-shaped
-# paths and HF parity on the CPU; skipped with a message where it cannot be built).
+# Every test: typecheck, lint, the Node suites (SQLite and PostgreSQL), then ruff and the trainer's
+# pytest suite on the .venv that `npm run setup` makes (PyTorch 2.x, transformers, peft: the HF
+# parity and interop tests run on the CPU; the GPU tests skip themselves without CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-node.sh
 bash scripts/test-python.sh
-bash scripts/test-torch2.sh

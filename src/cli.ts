@@ -6,6 +6,7 @@
 //   opentune keys list
 //   opentune keys revoke <prefix>
 //   opentune migrate
+//   opentune doctor                           (what the trainer will run on: torch, GPUs, kernels)
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
 import { dataCheckCommand } from './data/check-command.js'
@@ -13,6 +14,7 @@ import { makeModelCatalog } from './models/catalog.js'
 import { loadModelSupport } from './models/support.js'
 import { openStore } from './db/connect.js'
 import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
+import { formatReport, trainerReport } from './runner/doctor.js'
 import { closeOnSignals, startRunnerOnly, startService } from './server.js'
 
 const USAGE = `usage:
@@ -22,7 +24,8 @@ const USAGE = `usage:
   opentune keys create --project <name>    create a project if needed and print a new API key
   opentune keys list                       list keys (prefixes only)
   opentune keys revoke <prefix>            revoke keys starting with <prefix>
-  opentune migrate                         create or update the database schema`
+  opentune migrate                         create or update the database schema
+  opentune doctor                          show what the trainer runs on (Python, torch, CUDA devices, kernels)`
 
 const PROJECT_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
 
@@ -51,6 +54,11 @@ async function main (argv: string[]): Promise<number> {
     }
     case 'keys':
       return await keysCommand(config, sub, rest)
+    case 'doctor': {
+      const report = await trainerReport(config)
+      for (const line of formatReport(config, report)) console.log(line)
+      return report.problem ? 1 : 0
+    }
   }
   console.error(USAGE)
   return command === undefined || command === 'help' || command === '--help' ? 0 : 2

@@ -73,8 +73,10 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return Object.freeze(config)
 }
 
-// Debian's python3-torch lives under /usr/bin/python3; a pyenv or venv python3 earlier on PATH
-// usually has no torch, so prefer the system interpreter when it exists.
+// `npm run setup` makes .venv with PyTorch from pip; where pip could not, it installed Debian's
+// python3-torch under /usr/bin/python3 (a pyenv python3 earlier on PATH usually has no torch).
 function defaultPython (): string {
+  const venv = resolve(REPO_ROOT, '.venv', 'bin', 'python')
+  if (existsSync(venv)) return venv
   return existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 }

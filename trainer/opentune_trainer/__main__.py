@@ -3,6 +3,7 @@
     cd trainer && python3 -m opentune_trainer train --spec /abs/path/job-spec.json
     cd trainer && python3 -m opentune_trainer init-tiny --out /abs/path/models/opentune/tiny-llama
     cd trainer && python3 -m opentune_trainer tiny-files --out ../models/opentune/tiny-llama
+    cd trainer && python3 -m opentune_trainer doctor      # JSON: torch, CUDA devices, bf16, kernels
 
 Exit codes: 0 done · 2 the job's fault (an `error` line says which) · 3 stopped by SIGTERM after
 saving state · anything else our fault (an `error` line with internal_error when we can).
@@ -22,7 +23,12 @@ def main(argv=None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
     sub.add_parser("tiny-files", help="regenerate the tiny model's static files").add_argument("--out", required=True)
+    sub.add_parser("doctor", help="print what training will run on (JSON)")
     args = p.parse_args(argv)
+
+    if args.cmd == "doctor":
+        from .doctor import main as doctor
+        return doctor()
 
     if args.cmd == "init-tiny":
         from .tiny import init_tiny

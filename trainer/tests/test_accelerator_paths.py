@@ -1,6 +1,6 @@
 """The paths a GPU takes, checked on the CPU: bf16 autocast over a bf16 frozen base (what CUDA runs
-by default) and torch.compile'd blocks against eager. On Debian's torch 1.13 the compile test skips;
-`scripts/test-torch2.sh` runs it on current PyTorch."""
+by default) and torch.compile'd blocks against eager. On torch before 2.x (Debian's fallback 1.13)
+the compile test skips."""
 import copy
 
 import pytest

@@ -7,8 +7,8 @@
 - PEFT loads our adapter checkpoint and reproduces our LoRA logits (skipped without peft);
 - FlexAttention with a document block mask equals the default path (skipped before torch 2.5).
 
-Debian's torch 1.13 has no transformers beside it; `scripts/test-torch2.sh` runs this file on
-Debian sid's current CPU PyTorch + transformers, and a GPU machine runs it with `-m gpu` too.
+`npm test` runs this file on the CPU in the .venv `npm run setup` makes (PyTorch 2.x,
+transformers and peft from trainer/requirements*.txt); a GPU machine runs it on CUDA.
 """
 import os
 import subprocess
