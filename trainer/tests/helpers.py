@@ -107,5 +107,5 @@ def make_spec(tmp: str, model_dir: str, train: str, valid: Optional[str] = None,
 def run_cli(*args: str, **kw) -> Tuple[int, List[dict], str]:
     """Run `python -m opentune_trainer …`; returns (exit code, parsed stdout lines, stderr)."""
     p = subprocess.run([sys.executable, "-m", "opentune_trainer", *args], cwd=TRAINER_DIR,
-                       capture_output=True, text=True, timeout=kw.get("timeout", 120))
+                       capture_output=True, text=True, timeout=kw.get("timeout", 600))  # a hang guard, not a speed bound
     return p.returncode, [json.loads(line) for line in p.stdout.splitlines()], p.stderr

@@ -1,4 +1,5 @@
 """The CLI end to end on the tiny model: protocol lines, files, exit codes, resume."""
+import fcntl
 import json
 import os
 import shutil
@@ -48,7 +49,7 @@ def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):
 
 
 def test_adapter_has_peft_names_and_shapes(tmp_path, tiny_dir, splits):
-    spec = make_spec(str(tmp_path), tiny_dir, *splits, n_epochs=1, lora_r=4, lora_alpha=8)
+    spec = make_spec(str(tmp_path), tiny_dir, *splits, n_epochs=1, lora_r=16, lora_alpha=8)  # r ≠ the default 8
     code, lines, err = run_cli("train", "--spec", spec)
     assert code == 0, err
     d = next(m for m in lines if m["type"] == "checkpoint")["dir"]
@@ -61,8 +62,8 @@ def test_adapter_has_peft_names_and_shapes(tmp_path, tiny_dir, splits):
         for mod, (fan_in, fan_out) in shapes.items():
             part = "self_attn" if mod in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
             base = f"base_model.model.model.layers.{i}.{part}.{mod}"
-            want[f"{base}.lora_A.weight"] = [4, fan_in]
-            want[f"{base}.lora_B.weight"] = [fan_out, 4]
+            want[f"{base}.lora_A.weight"] = [16, fan_in]
+            want[f"{base}.lora_B.weight"] = [fan_out, 16]
     assert {k: v["shape"] for k, v in header.items()} == want
     assert all(v["dtype"] == "F32" for v in header.values())
 
@@ -118,8 +119,14 @@ def _spec(tmp, tiny_dir, train):
 
 
 def _popen(spec):
-    return subprocess.Popen([sys.executable, "-m", "opentune_trainer", "train", "--spec", spec], cwd=TRAINER_DIR,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Unbuffered, through a one-page pipe: the trainer cannot run more than a few lines ahead of what
+    # the test has read, so a signal sent after line X lands soon after X however the machine
+    # schedules the two processes. (A 64 KiB pipe holds a whole run's output: a test descheduled
+    # for a few seconds would signal a trainer that had already finished.)
+    p = subprocess.Popen([sys.executable, "-m", "opentune_trainer", "train", "--spec", spec], cwd=TRAINER_DIR,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+    fcntl.fcntl(p.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    return p
 
 
 def _read_until(p, stop):
