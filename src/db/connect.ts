@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import SQLite from 'better-sqlite3'
 import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase } from 'kysely'
+import { LRUCache } from 'lru-cache'
 import pg from 'pg'
 import type { Config } from '../config.js'
 import type { Database } from './database.js'
@@ -44,16 +45,16 @@ function openSqlite (dataDir: string): Store {
 
 // Kysely's SQLite driver prepares every query anew, which was 17% of the CPU of a checkpoint GET
 // (docs/benchmarks.md); our queries are few and repeat, so their prepared statements are kept.
-// Bounded, because `IN (?, ?, …)` lists make one-off SQL; a statement still iterating is not reused.
+// Bounded (least recently used goes), because `IN (?, ?, …)` lists make one-off SQL; a statement
+// still iterating is not reused.
 function reusingStatements (sqlite: SQLite.Database, max = 256): SqliteDatabase {
-  const statements = new Map<string, SQLite.Statement>()
+  const statements = new LRUCache<string, SQLite.Statement>({ max })
   return {
     close: () => { statements.clear(); sqlite.close() },
     prepare (sql) {
       let stmt = statements.get(sql)
       if (stmt === undefined || stmt.busy) {
         stmt = sqlite.prepare(sql)
-        if (statements.size >= max) statements.delete(statements.keys().next().value as string)
         statements.set(sql, stmt)
       }
       return stmt

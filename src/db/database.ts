@@ -1,6 +1,9 @@
-// Table interfaces: the one schema both dialects share. Columns are snake_case; JSON is stored as
-// text so SQLite and PostgreSQL read it back the same way.
-import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
+// Table interfaces: the one schema both dialects share, as stored. Columns are snake_case; JSON is
+// stored as text so SQLite and PostgreSQL read it back the same way. Each store decodes its rows
+// (FileRow, JobRow, EventRow, CheckpointRow live there); nothing else reads these shapes.
+import type { Generated } from 'kysely'
+import type { FilePurpose, FileStatus } from '../files/files.schemas.js'
+import type { EventLevel, EventType, JobStatus } from '../fine-tuning/jobs.schemas.js'
 
 export interface ProjectTable {
   id: string
@@ -22,10 +25,10 @@ export interface FileTable {
   id: string
   project_id: string
   filename: string
-  purpose: string
+  purpose: FilePurpose
   bytes: number
   created_at: number
-  status: string
+  status: FileStatus
   status_details: string | null
 }
 
@@ -34,7 +37,7 @@ export interface JobTable {
   id: string
   project_id: string
   model: string
-  status: string
+  status: JobStatus
   training_file: string
   validation_file: string | null
   hyperparameters: string // JSON, fully resolved
@@ -64,9 +67,9 @@ export interface EventTable {
   id: string
   job_id: string
   created_at: number
-  level: string
+  level: EventLevel
   message: string
-  type: string
+  type: EventType
   data: string | null // JSON
 }
 
@@ -89,10 +92,3 @@ export interface Database {
   job_events: EventTable
   checkpoints: CheckpointTable
 }
-
-export type FileRow = Selectable<FileTable>
-export type JobRow = Selectable<JobTable>
-export type EventRow = Selectable<EventTable>
-export type CheckpointRow = Selectable<CheckpointTable>
-export type NewJob = Insertable<JobTable>
-export type Json<T> = ColumnType<T, string, string>

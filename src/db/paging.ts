@@ -27,7 +27,7 @@ export function toPage<T> (rows: T[], limit: number): Page<T> {
 /** One page of a job's events or checkpoints, oldest first: the two lists page alike. Kysely
  *  types the rows with both tables' columns; each caller declares its own table's row type. */
 export async function pageOfJob (db: Kysely<Database>, table: 'job_events' | 'checkpoints', jobId: string,
-  req: { limit: number, after?: string | undefined }) {
+  req: Omit<PageRequest, 'order'>) {
   let q = db.selectFrom(table).selectAll().where('job_id', '=', jobId)
   if (req.after !== undefined) {
     const after = await db.selectFrom(table).select('seq').where('id', '=', req.after).where('job_id', '=', jobId).executeTakeFirst()

@@ -7,7 +7,8 @@ import type { AppContext } from '../context.js'
 import { ApiError, errors, fieldError } from '../errors.js'
 import { expectedBodyType } from '../http/body-type.js'
 import { newFileId, nowSeconds } from '../ids.js'
-import { deleteFile, getFile, insertFile, listFiles, unfinishedJobUsing } from './files.store.js'
+import { unfinishedJobUsing } from '../fine-tuning/jobs.store.js'
+import { deleteFile, getFile, insertFile, listFiles } from './files.store.js'
 import { FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
 
 const MULTIPART_SLACK = 1024 * 1024 // boundaries and other fields around the file part
@@ -149,9 +150,11 @@ function multipartError (err: unknown, maxUploadBytes: number): unknown {
   return err
 }
 
-function checkPurpose (purpose: string | undefined): string {
+const isUploadPurpose = (p: string): p is typeof UPLOAD_PURPOSES[number] => (UPLOAD_PURPOSES as readonly string[]).includes(p)
+
+function checkPurpose (purpose: string | undefined): typeof UPLOAD_PURPOSES[number] {
   if (purpose === undefined) throw fieldError(['body', 'purpose'], 'Field required', 'missing')
-  if (!(UPLOAD_PURPOSES as readonly string[]).includes(purpose)) {
+  if (!isUploadPurpose(purpose)) {
     throw fieldError(['body', 'purpose'], "Input should be 'fine-tune' or 'batch'", 'literal_error', purpose)
   }
   return purpose

@@ -1,9 +1,13 @@
 // Wire shapes of the Files API (OpenAI's FileObject; Nebius serves the same).
 import { Type, type Static } from '@sinclair/typebox'
-import type { FileRow } from '../db/database.js'
+import type { FileRow } from './files.store.js'
 
 export const UPLOAD_PURPOSES = ['fine-tune', 'batch'] as const
 export const ALL_PURPOSES = [...UPLOAD_PURPOSES, 'fine-tune-results'] as const
+export type FilePurpose = typeof ALL_PURPOSES[number]
+// OpenAI's FileObject statuses; this server stores a file only once it is whole, so always 'processed'.
+export const FILE_STATUSES = ['uploaded', 'processed', 'error'] as const
+export type FileStatus = typeof FILE_STATUSES[number]
 
 export const FileObject = Type.Object({
   id: Type.String(),

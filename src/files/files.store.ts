@@ -1,19 +1,42 @@
 // SQL for files. Every query is scoped by project: another project's file is simply not found.
-import type { Kysely } from 'kysely'
-import type { Database, FileRow } from '../db/database.js'
+import type { Kysely, Selectable } from 'kysely'
+import type { Database, FileTable } from '../db/database.js'
 import { toPage, unknownAfter, type Page, type PageRequest } from '../db/paging.js'
+import { nowSeconds } from '../ids.js'
+import type { FilePurpose } from './files.schemas.js'
 
-export const UNFINISHED_STATUSES = ['validating_files', 'queued', 'running'] as const
+/** No JSON columns: a file row is what is stored. */
+export type FileRow = Selectable<FileTable>
 
 export async function insertFile (db: Kysely<Database>, row: Omit<FileRow, 'seq'>): Promise<FileRow> {
   return await db.insertInto('files').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+/** What training leaves in the Files API: a checkpoint's files and the job's metrics CSV. */
+export async function insertResultFile (db: Kysely<Database>, f: { id: string, projectId: string, filename: string, bytes: number }): Promise<FileRow> {
+  return await insertFile(db, {
+    id: f.id,
+    project_id: f.projectId,
+    filename: f.filename,
+    purpose: 'fine-tune-results',
+    bytes: f.bytes,
+    created_at: nowSeconds(),
+    status: 'processed',
+    status_details: null,
+  })
 }
 
 export async function getFile (db: Kysely<Database>, projectId: string, id: string): Promise<FileRow | undefined> {
   return await db.selectFrom('files').selectAll().where('id', '=', id).where('project_id', '=', projectId).executeTakeFirst()
 }
 
-export async function listFiles (db: Kysely<Database>, projectId: string, req: PageRequest & { purpose?: string | undefined }): Promise<Page<FileRow>> {
+/** Those of `ids` that are this project's files (any order). */
+export async function getFiles (db: Kysely<Database>, projectId: string, ids: readonly string[]): Promise<FileRow[]> {
+  if (ids.length === 0) return []
+  return await db.selectFrom('files').selectAll().where('project_id', '=', projectId).where('id', 'in', ids).execute()
+}
+
+export async function listFiles (db: Kysely<Database>, projectId: string, req: PageRequest & { purpose?: FilePurpose | undefined }): Promise<Page<FileRow>> {
   let q = db.selectFrom('files').selectAll().where('project_id', '=', projectId)
   if (req.purpose) q = q.where('purpose', '=', req.purpose)
   if (req.after !== undefined) {
@@ -28,16 +51,6 @@ export async function listFiles (db: Kysely<Database>, projectId: string, req: P
 export async function deleteFile (db: Kysely<Database>, projectId: string, id: string): Promise<boolean> {
   const result = await db.deleteFrom('files').where('id', '=', id).where('project_id', '=', projectId).executeTakeFirst()
   return Number(result.numDeletedRows) > 0
-}
-
-/** The id of an unfinished job that reads this file, if any (such a file cannot be deleted). */
-export async function unfinishedJobUsing (db: Kysely<Database>, projectId: string, fileId: string): Promise<string | undefined> {
-  const row = await db.selectFrom('fine_tuning_jobs').select('id')
-    .where('project_id', '=', projectId)
-    .where('status', 'in', UNFINISHED_STATUSES)
-    .where(eb => eb.or([eb('training_file', '=', fileId), eb('validation_file', '=', fileId)]))
-    .executeTakeFirst()
-  return row?.id
 }
 
 export async function existingFileIds (db: Kysely<Database>, ids: string[]): Promise<Set<string>> {

@@ -1,13 +1,16 @@
 // Checkpoints: one per epoch, listed oldest first (ascending step_number, i.e. insertion order).
-import type { Kysely } from 'kysely'
-import type { CheckpointRow, Database } from '../db/database.js'
-import { pageOfJob, type Page } from '../db/paging.js'
-import { prepared } from '../db/prepared.js'
+import { LRUCache } from 'lru-cache'
+import type { Kysely, Selectable } from 'kysely'
+import type { CheckpointTable, Database } from '../db/database.js'
+import { compiledQuery } from '../db/compiled-query.js'
+import { pageOfJob, type Page, type PageRequest } from '../db/paging.js'
 import { newCheckpointId, nowSeconds } from '../ids.js'
-import type { FineTuningJobCheckpoint, Metrics } from './jobs.schemas.js'
+import { Metrics, type FineTuningJobCheckpoint } from './jobs.schemas.js'
 
-export const METRIC_KEYS = ['step', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy',
-  'full_valid_loss', 'full_valid_mean_token_accuracy'] as const
+const METRIC_KEYS = Object.keys(Metrics.properties) as Array<keyof Metrics>
+const BODY_CACHE_ENTRIES = 10_000 // ~1 KB each
+
+export type CheckpointRow = Omit<Selectable<CheckpointTable>, 'metrics' | 'result_files'> & { metrics: Metrics, result_files: string[] }
 
 export interface NewCheckpoint {
   id?: string
@@ -25,8 +28,11 @@ export function completeMetrics (m: Partial<Metrics>): Metrics {
   return out as Metrics
 }
 
+const decodeCheckpoint = (row: Selectable<CheckpointTable>): CheckpointRow =>
+  ({ ...row, metrics: JSON.parse(row.metrics) as Metrics, result_files: JSON.parse(row.result_files) as string[] })
+
 export async function insertCheckpoint (db: Kysely<Database>, c: NewCheckpoint): Promise<CheckpointRow> {
-  return await db.insertInto('checkpoints').values({
+  return decodeCheckpoint(await db.insertInto('checkpoints').values({
     id: c.id ?? newCheckpointId(),
     job_id: c.jobId,
     created_at: nowSeconds(),
@@ -34,14 +40,57 @@ export async function insertCheckpoint (db: Kysely<Database>, c: NewCheckpoint):
     fine_tuned_model_checkpoint: c.fineTunedModelCheckpoint,
     metrics: JSON.stringify(completeMetrics(c.metrics)),
     result_files: JSON.stringify(c.resultFiles),
-  }).returningAll().executeTakeFirstOrThrow()
+  }).returningAll().executeTakeFirstOrThrow())
 }
 
-export async function listCheckpoints (db: Kysely<Database>, jobId: string, req: { limit: number, after?: string | undefined }): Promise<Page<CheckpointRow>> {
-  return await pageOfJob(db, 'checkpoints', jobId, req)
+export async function listCheckpoints (db: Kysely<Database>, jobId: string, req: Omit<PageRequest, 'order'>): Promise<Page<CheckpointRow>> {
+  const page = await pageOfJob(db, 'checkpoints', jobId, req)
+  return { ...page, data: page.data.map(decodeCheckpoint) }
 }
 
-const checkpointOfProject = prepared((db: Kysely<Database>, arg: (name: 'id' | 'jobId' | 'projectId') => string) =>
+/** A trainer resumed after an interruption may report a step again: it is registered once. */
+export async function hasCheckpointAtStep (db: Kysely<Database>, jobId: string, step: number): Promise<boolean> {
+  const row = await db.selectFrom('checkpoints').select('id').where('job_id', '=', jobId).where('step_number', '=', step).executeTakeFirst()
+  return row !== undefined
+}
+
+/** Each checkpoint's metrics by step, for the job's metrics CSV. */
+export async function checkpointMetrics (db: Kysely<Database>, jobId: string): Promise<Map<number, Metrics>> {
+  const rows = await db.selectFrom('checkpoints').select(['step_number', 'metrics']).where('job_id', '=', jobId).execute()
+  return new Map(rows.map(r => [r.step_number, JSON.parse(r.metrics) as Metrics]))
+}
+
+/** The model name of the job's last checkpoint: it becomes the job's fine_tuned_model. */
+export async function lastCheckpointName (db: Kysely<Database>, jobId: string): Promise<string | undefined> {
+  const row = await db.selectFrom('checkpoints').select('fine_tuned_model_checkpoint').where('job_id', '=', jobId)
+    .orderBy('step_number', 'desc').executeTakeFirst()
+  return row?.fine_tuned_model_checkpoint
+}
+
+/** The checkpoints of a project's jobs as models (GET /v1/models), oldest first. */
+export async function checkpointModels (db: Kysely<Database>, projectId: string): Promise<Array<{ name: string, createdAt: number }>> {
+  const rows = await db.selectFrom('checkpoints')
+    .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
+    .select(['checkpoints.fine_tuned_model_checkpoint', 'checkpoints.created_at'])
+    .where('fine_tuning_jobs.project_id', '=', projectId)
+    .orderBy('checkpoints.seq')
+    .execute()
+  return rows.map(r => ({ name: r.fine_tuned_model_checkpoint, createdAt: r.created_at }))
+}
+
+/** The project's checkpoint of that model name; a job's fine_tuned_model is its last checkpoint's
+ *  name, so one lookup serves both. */
+export async function checkpointNamed (db: Kysely<Database>, projectId: string, name: string): Promise<CheckpointRow | undefined> {
+  const row = await db.selectFrom('checkpoints')
+    .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
+    .selectAll('checkpoints')
+    .where('checkpoints.fine_tuned_model_checkpoint', '=', name)
+    .where('fine_tuning_jobs.project_id', '=', projectId)
+    .executeTakeFirst()
+  return row && decodeCheckpoint(row)
+}
+
+const checkpointOfProject = compiledQuery((db: Kysely<Database>, arg: (name: 'id' | 'jobId' | 'projectId') => string) =>
   db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
     .selectAll('checkpoints')
@@ -49,9 +98,32 @@ const checkpointOfProject = prepared((db: Kysely<Database>, arg: (name: 'id' | '
     .where('checkpoints.job_id', '=', arg('jobId'))
     .where('fine_tuning_jobs.project_id', '=', arg('projectId')))
 
-/** The checkpoint, only if it belongs to that job of that project: one prepared query on the hot path. */
+/** The checkpoint, only if it belongs to that job of that project: one compiled query on the hot path. */
 export async function getCheckpoint (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<CheckpointRow | undefined> {
-  return (await checkpointOfProject(db, { id, jobId, projectId }))[0]
+  const row = (await checkpointOfProject(db, { id, jobId, projectId }))[0]
+  return row && decodeCheckpoint(row)
+}
+
+// A checkpoint row never changes once written, so its API JSON is kept (bounded, keyed by project +
+// job + checkpoint: another project's request misses and gets its 404) and a repeated GET — clients
+// poll this — skips the database and the serializer (docs/benchmarks.md, "keep each checkpoint's JSON").
+const bodyCaches = new WeakMap<Kysely<Database>, LRUCache<string, string>>()
+const bodyKey = (projectId: string, jobId: string, id: string) => `${projectId}\n${jobId}\n${id}`
+
+/** The checkpoint's JSON if it was read lately; synchronous, so a hit costs no promise. */
+export function cachedCheckpointJson (db: Kysely<Database>, projectId: string, jobId: string, id: string): string | undefined {
+  return bodyCaches.get(db)?.get(bodyKey(projectId, jobId, id))
+}
+
+/** getCheckpoint as the JSON the API sends, remembered for cachedCheckpointJson. */
+export async function checkpointJson (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<string | undefined> {
+  const row = await getCheckpoint(db, projectId, jobId, id)
+  if (!row) return undefined
+  const json = JSON.stringify(checkpointRowToApi(row))
+  let cache = bodyCaches.get(db)
+  if (cache === undefined) bodyCaches.set(db, cache = new LRUCache({ max: BODY_CACHE_ENTRIES }))
+  cache.set(bodyKey(projectId, jobId, id), json)
+  return json
 }
 
 export function checkpointRowToApi (row: CheckpointRow): FineTuningJobCheckpoint {
@@ -61,8 +133,8 @@ export function checkpointRowToApi (row: CheckpointRow): FineTuningJobCheckpoint
     created_at: row.created_at,
     fine_tuned_model_checkpoint: row.fine_tuned_model_checkpoint,
     fine_tuning_job_id: row.job_id,
-    metrics: JSON.parse(row.metrics) as Metrics,
+    metrics: row.metrics,
     step_number: row.step_number,
-    result_files: JSON.parse(row.result_files) as string[],
+    result_files: row.result_files,
   }
 }

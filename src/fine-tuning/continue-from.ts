@@ -7,11 +7,11 @@ import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { copyFile, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { basename } from 'node:path'
-import type { Kysely } from 'kysely'
 import type { AppContext } from '../context.js'
-import type { Database } from '../db/database.js'
 import { errors } from '../errors.js'
+import { getFiles } from '../files/files.store.js'
 import type { BaseModel } from '../models/catalog.js'
+import { checkpointNamed } from './checkpoints.store.js'
 import { sourceDirs } from './job-dir.js'
 
 export interface CheckpointSource {
@@ -54,7 +54,7 @@ export async function resolveTrainingModel (ctx: AppContext, projectId: string, 
   // a folder the trainer would refuse: said now, not after the files have been tokenized
   if (base.unsupported) throw errors.unsupportedModel(base.id, base.unsupported, ctx.models.support.summary)
   if (!isCheckpointModel(model)) return { base }
-  const ckpt = await checkpointNamed(ctx, projectId, model)
+  const ckpt = await checkpointSource(ctx, projectId, model)
   if (!ckpt) return undefined
   if (!('lora' in ckpt)) return { base, weights: ckpt }
   if (!isCheckpointModel(ckpt.appliesTo)) return { base, adapter: ckpt }
@@ -64,13 +64,11 @@ export async function resolveTrainingModel (ctx: AppContext, projectId: string, 
   return { base, weights: under.weights, adapter: ckpt }
 }
 
-async function checkpointNamed (ctx: AppContext, projectId: string, name: string): Promise<CheckpointSource | AdapterSource | undefined> {
-  const row = await checkpointRow(ctx.db, projectId, name)
+async function checkpointSource (ctx: AppContext, projectId: string, name: string): Promise<CheckpointSource | AdapterSource | undefined> {
+  const row = await checkpointNamed(ctx.db, projectId, name)
   if (!row) return undefined
-  const fileIds = JSON.parse(row.result_files) as string[]
-  const files = await ctx.db.selectFrom('files').select(['id', 'filename'])
-    .where('project_id', '=', projectId).where('id', 'in', fileIds.length > 0 ? fileIds : ['']).execute()
-  if (files.length !== fileIds.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted')
+  const files = await getFiles(ctx.db, projectId, row.result_files)
+  if (files.length !== row.result_files.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted')
   const named = files.map(f => ({ id: f.id, name: basename(f.filename.slice(f.filename.indexOf('/') + 1)) }))
   const adapterConfig = named.find(f => f.name === 'adapter_config.json')
   if (!adapterConfig) return { id: row.id, name, files: named }
@@ -83,16 +81,6 @@ async function checkpointNamed (ctx: AppContext, projectId: string, name: string
   if (typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') throw errors.checkpointUnusable(name, 'its adapter_config.json has no r or lora_alpha')
   const appliesTo = typeof cfg.base_model_name_or_path === 'string' ? cfg.base_model_name_or_path : rootBaseId(name)
   return { id: row.id, name, files: named, lora: { r: cfg.r, alpha: cfg.lora_alpha }, appliesTo }
-}
-
-async function checkpointRow (db: Kysely<Database>, projectId: string, name: string) {
-  // a job's fine_tuned_model is its last checkpoint's name, so one lookup serves both
-  return await db.selectFrom('checkpoints')
-    .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
-    .select(['checkpoints.id', 'checkpoints.result_files'])
-    .where('checkpoints.fine_tuned_model_checkpoint', '=', name)
-    .where('fine_tuning_jobs.project_id', '=', projectId)
-    .executeTakeFirst()
 }
 
 /**

@@ -2,7 +2,7 @@
 // their secrets, and those secrets (writeOnly in the spec) are never sent back.
 import { fieldError } from '../errors.js'
 
-type Integration = Record<string, unknown> & { type?: string }
+export type Integration = Record<string, unknown> & { type?: string }
 
 // Every field of the spec's WandbConfigRequest, MlflowConfigRequest and HfExportConfigRequest:
 // a wrong type stored here would be echoed by every later GET, which would then fail the spec.

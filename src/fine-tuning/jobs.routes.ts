@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import type { AppContext } from '../context.js'
 import { errors } from '../errors.js'
-import { checkpointRowToApi, getCheckpoint, listCheckpoints } from './checkpoints.store.js'
+import { cachedCheckpointJson, checkpointJson, checkpointRowToApi, listCheckpoints } from './checkpoints.store.js'
 import { eventRowToApi, listEvents } from './events.store.js'
 import { cancelJob, createJob, jobRowToApi } from './jobs.service.js'
 import { getJob, listJobs } from './jobs.store.js'
@@ -12,8 +12,6 @@ import {
   CheckpointList, CheckpointListQuery, CheckpointParams, EventList, EventListQuery, FineTuningJob,
   FineTuningJobCheckpoint, FineTuningJobList, JobCreateBody, JobListQuery, JobParams, ProjectQuery,
 } from './jobs.schemas.js'
-
-const CHECKPOINT_CACHE_ENTRIES = 10_000 // ~1 KB each
 
 export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const { db } = ctx
@@ -70,32 +68,26 @@ export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async 
     return { object: 'list' as const, data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore }
   })
 
-  // A checkpoint row never changes once written, so its JSON is kept (bounded, per project) and
-  // a repeated GET — clients poll this — skips the database and the serializer. The handler is not
-  // async so that a hit costs no promise.
-  const checkpointJson = new Map<string, string>()
-  const sendJson = (reply: FastifyReply, json: string): void => { void reply.type('application/json; charset=utf-8').send(json) } // already JSON: sent as is
-  const loadCheckpoint = async (projectId: string, jobId: string, checkpointId: string, cacheKey: string) => {
-    const row = await getCheckpoint(db, projectId, jobId, checkpointId)
-    if (!row) {
+  // A hit in the checkpoint store's JSON cache answers without a promise: the handler is not
+  // async, and the body is already JSON, so it is sent as is (no serializer).
+  const sendJson = (reply: FastifyReply, json: string): void => { void reply.type('application/json; charset=utf-8').send(json) }
+  const loadCheckpoint = async (projectId: string, jobId: string, checkpointId: string) => {
+    const json = await checkpointJson(db, projectId, jobId, checkpointId)
+    if (json === undefined) {
       await ownJob(projectId, jobId) // says which of the two is missing
       throw errors.checkpointNotFound(checkpointId)
     }
-    const json = JSON.stringify(checkpointRowToApi(row))
-    if (checkpointJson.size >= CHECKPOINT_CACHE_ENTRIES) checkpointJson.delete(checkpointJson.keys().next().value!)
-    checkpointJson.set(cacheKey, json)
     return json
   }
   app.get('/v1/fine_tuning/jobs/:job_id/checkpoints/:checkpoint_id', {
     schema: { summary: 'Get fine-tuning checkpoint', params: CheckpointParams, querystring: ProjectQuery, response: { 200: FineTuningJobCheckpoint } },
   }, (request, reply) => {
     const { job_id: jobId, checkpoint_id: checkpointId } = request.params
-    const cacheKey = `${request.projectId}\n${jobId}\n${checkpointId}`
-    const json = checkpointJson.get(cacheKey)
+    const json = cachedCheckpointJson(db, request.projectId, jobId, checkpointId)
     if (json !== undefined) {
       sendJson(reply, json)
       return
     }
-    return loadCheckpoint(request.projectId, jobId, checkpointId, cacheKey).then(loaded => { sendJson(reply, loaded) })
+    return loadCheckpoint(request.projectId, jobId, checkpointId).then(loaded => { sendJson(reply, loaded) })
   })
 }

@@ -9,6 +9,9 @@ const Open = { additionalProperties: true }
 export const JOB_STATUSES = ['validating_files', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const
 export type JobStatus = typeof JOB_STATUSES[number]
 export const TERMINAL_STATUSES = ['succeeded', 'failed', 'cancelled'] as const satisfies readonly JobStatus[]
+export type TerminalStatus = typeof TERMINAL_STATUSES[number]
+export const isTerminal = (s: JobStatus): s is TerminalStatus => (TERMINAL_STATUSES as readonly JobStatus[]).includes(s)
+export const UNFINISHED_STATUSES = JOB_STATUSES.filter((s): s is Exclude<JobStatus, TerminalStatus> => !isTerminal(s))
 
 // --- requests ---------------------------------------------------------------------------------
 
@@ -55,7 +58,9 @@ export const ProjectQuery = Type.Object({ ai_project_id: Type.Optional(Nullable(
 
 // --- responses --------------------------------------------------------------------------------
 
-const JobError = Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) }, Open)
+// What a failed job carries (DESIGN §1: never {}), as stored and as sent.
+export const JobError = Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) }, Open)
+export type JobError = Static<typeof JobError>
 
 export const FineTuningJob = Type.Object({
   id: Type.String(),
@@ -91,13 +96,18 @@ export const FineTuningJobList = Type.Object({
   has_more: Type.Boolean(),
 })
 
+export const EVENT_LEVELS = ['info', 'warn', 'error'] as const
+export type EventLevel = typeof EVENT_LEVELS[number]
+export const EVENT_TYPES = ['message', 'metrics'] as const
+export type EventType = typeof EVENT_TYPES[number]
+
 export const FineTuningJobEvent = Type.Object({
   id: Type.String(),
   object: Type.Literal('fine_tuning.job.event'),
   created_at: Type.Integer(),
-  level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
+  level: Type.Union(EVENT_LEVELS.map(l => Type.Literal(l))),
   message: Type.String(),
-  type: Type.Union([Type.Literal('message'), Type.Literal('metrics')]),
+  type: Type.Union(EVENT_TYPES.map(t => Type.Literal(t))),
   data: Type.Unknown(),
 }, { ...Open, title: 'FineTuningJobEvent' })
 export type FineTuningJobEvent = Static<typeof FineTuningJobEvent>

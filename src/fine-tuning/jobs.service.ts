@@ -1,18 +1,19 @@
 // The job state machine and job creation: the only fine-tuning logic beyond single store calls.
+// Every status move (the API's cancel, the runner's validating → queued → running → …) is made here.
 import { rm } from 'node:fs/promises'
 import type { Kysely } from 'kysely'
 import type { AppContext } from '../context.js'
-import type { Database, JobRow } from '../db/database.js'
+import type { Database } from '../db/database.js'
 import { errors, fieldError } from '../errors.js'
 import { getFile } from '../files/files.store.js'
 import { newJobId, nowSeconds } from '../ids.js'
 import { isCheckpointModel, linkTrainingSources, resolveTrainingModel, rootBaseId, type TrainingModel } from './continue-from.js'
 import { jobDir } from './job-dir.js'
-import { appendEvent } from './events.store.js'
+import { appendEvent, type NewEvent } from './events.store.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
-import { getJobById, insertJob, updateJobIf } from './jobs.store.js'
-import { TERMINAL_STATUSES, type FineTuningJob, type JobCreateBody, type JobStatus } from './jobs.schemas.js'
+import { getJobById, insertJob, updateJobIf, type JobChanges, type JobRow } from './jobs.store.js'
+import { isTerminal, type FineTuningJob, type JobCreateBody, type JobError, type JobStatus } from './jobs.schemas.js'
 
 // The single source of legal status moves.
 export const JOB_TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
@@ -23,7 +24,6 @@ export const JOB_TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
   failed: [],
   cancelled: [],
 }
-export const isTerminal = (s: string) => (TERMINAL_STATUSES as readonly string[]).includes(s)
 export const statusesThatMayBecome = (to: JobStatus) =>
   (Object.keys(JOB_TRANSITIONS) as JobStatus[]).filter(from => JOB_TRANSITIONS[from].includes(to))
 
@@ -74,18 +74,18 @@ async function insertNewJob (ctx: AppContext, projectId: string, id: string, bod
       status: 'validating_files',
       training_file: body.training_file,
       validation_file: body.validation_file ?? null,
-      hyperparameters: JSON.stringify(hyperparameters),
-      method: JSON.stringify({ type: 'supervised' }),
-      integrations: integrations ? JSON.stringify(integrations) : null,
+      hyperparameters,
+      method: { type: 'supervised' },
+      integrations,
       seed: body.seed ?? 0,
       suffix: body.suffix ?? null,
-      tags: body.tags ? JSON.stringify(body.tags) : null,
-      extra_body: body.extra_body ? JSON.stringify(body.extra_body) : null,
-      extra_fields: Object.keys(extra).length > 0 ? JSON.stringify(extra) : null,
+      tags: body.tags ?? null,
+      extra_body: body.extra_body ?? null,
+      extra_fields: Object.keys(extra).length > 0 ? extra : null,
       created_at: nowSeconds(),
       finished_at: null,
       error: null,
-      result_files: '[]',
+      result_files: [],
       trained_tokens: 0,
       trained_steps: 0,
       total_steps: null,
@@ -152,35 +152,58 @@ export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<Job
   return updated
 }
 
+/**
+ * The runner's moves: a compare-and-set on the status (JOB_TRANSITIONS), with the event the user
+ * reads, in one transaction. A job cancelled meanwhile is never overwritten; false then.
+ */
+export async function moveJob (db: Kysely<Database>, jobId: string, to: JobStatus, set: Omit<JobChanges, 'status'> = {}, event?: Omit<NewEvent, 'type' | 'data'>): Promise<boolean> {
+  return await db.transaction().execute(async (trx) => {
+    const row = await updateJobIf(trx, jobId, statusesThatMayBecome(to), { ...set, status: to })
+    if (row && event) await appendEvent(trx, jobId, event)
+    return row !== undefined
+  })
+}
+
+/** Fails the job with a reason the user can act on, and lets go of its lease. */
+export async function failJob (db: Kysely<Database>, jobId: string, error: JobError): Promise<boolean> {
+  const message = error.message.length > 4000 ? `${error.message.slice(0, 4000)}…` : error.message
+  return await moveJob(db, jobId, 'failed', {
+    error: { ...error, message },
+    finished_at: nowSeconds(),
+    estimated_finish: null,
+    locked_by: null,
+    locked_until: null,
+  }, { level: 'error', message: `Fine-tuning job failed: ${message}` })
+}
+
 export function jobRowToApi (row: JobRow): FineTuningJob {
-  const hyperparameters = JSON.parse(row.hyperparameters) as Hyperparameters
-  const extra = row.extra_fields ? JSON.parse(row.extra_fields) as Record<string, unknown> : {}
+  const { hyperparameters } = row
   return {
-    ...extra, // unknown request keys first, so they can never shadow a field of ours
+    ...row.extra_fields, // unknown request keys first, so they can never shadow a field of ours
     id: row.id,
     object: 'fine_tuning.job',
     created_at: row.created_at,
     model: row.model,
-    status: row.status as JobStatus,
+    status: row.status,
     training_file: row.training_file,
     validation_file: row.validation_file,
     hyperparameters,
     method: { type: 'supervised', supervised: { hyperparameters } },
-    integrations: row.integrations ? publicIntegrations(JSON.parse(row.integrations)) : null,
+    integrations: row.integrations ? publicIntegrations(row.integrations) : null,
     from_checkpoint: isCheckpointModel(row.model) ? { type: 'ft' as const } : null,
     organization_id: '',
-    result_files: JSON.parse(row.result_files) as string[],
+    result_files: row.result_files,
     seed: row.seed,
     suffix: row.suffix ?? '',
-    error: row.error ? JSON.parse(row.error) : null,
+    error: row.error,
     finished_at: row.finished_at,
     trained_tokens: row.trained_tokens,
     trained_steps: row.trained_steps,
     total_steps: row.total_steps,
     estimated_finish: row.estimated_finish,
     fine_tuned_model: row.fine_tuned_model,
-    tags: row.tags ? JSON.parse(row.tags) as string[] : null,
-    extra_body: row.extra_body ? JSON.parse(row.extra_body) as Record<string, unknown> : null,
+    tags: row.tags,
+    extra_body: row.extra_body,
   }
 }
 

@@ -1,19 +1,72 @@
 // SQL for fine-tuning jobs. Reads are scoped by project; another project's job is not found.
-import type { Kysely, Updateable } from 'kysely'
-import type { Database, JobRow, JobTable, NewJob } from '../db/database.js'
+// JSON columns are encoded and decoded here only: callers see and give plain values.
+import type { Insertable, Kysely, Selectable, Updateable } from 'kysely'
+import type { Database, JobTable } from '../db/database.js'
 import { toPage, unknownAfter, type Page, type PageRequest } from '../db/paging.js'
+import type { Hyperparameters } from './hyperparameters.js'
+import type { Integration } from './integrations.js'
+import { TERMINAL_STATUSES, UNFINISHED_STATUSES, type JobError, type JobStatus } from './jobs.schemas.js'
+
+interface JobJson {
+  hyperparameters: Hyperparameters // fully resolved
+  method: Record<string, unknown> | null // as requested (type + resolved hyperparameters)
+  integrations: Integration[] | null // as requested, secrets included; never sent back
+  tags: string[] | null
+  extra_body: Record<string, unknown> | null
+  extra_fields: Record<string, unknown> | null // unknown top-level request keys, echoed back
+  error: JobError | null
+  result_files: string[]
+}
+type JsonColumn = keyof JobJson
+const JSON_COLUMNS = ['hyperparameters', 'method', 'integrations', 'tags', 'extra_body', 'extra_fields', 'error', 'result_files'] as const satisfies readonly JsonColumn[]
+
+export type JobRow = Omit<Selectable<JobTable>, JsonColumn> & JobJson
+export type NewJob = Omit<Insertable<JobTable>, JsonColumn> & JobJson
+export type JobChanges = Omit<Updateable<JobTable>, JsonColumn | 'id' | 'seq'> & Partial<JobJson>
+
+const parsed = <T>(text: string | null): T | null => (text === null ? null : JSON.parse(text) as T)
+
+/** A stored row as callers see it (the queue's claim returns rows too). */
+export function decodeJob (row: Selectable<JobTable>): JobRow {
+  return {
+    ...row,
+    hyperparameters: JSON.parse(row.hyperparameters) as Hyperparameters,
+    method: parsed(row.method),
+    integrations: parsed(row.integrations),
+    tags: parsed(row.tags),
+    extra_body: parsed(row.extra_body),
+    extra_fields: parsed(row.extra_fields),
+    error: parsed(row.error),
+    result_files: JSON.parse(row.result_files) as string[],
+  }
+}
+
+// A JSON column as stored: text, or null where the value may be null.
+type Stored<T> = { [K in keyof T]?: K extends JsonColumn ? (null extends JobJson[K] ? string | null : string) : T[K] }
+
+function encode<T extends Partial<JobJson>> (values: T): Stored<T> {
+  const out: Record<string, unknown> = { ...values }
+  for (const k of JSON_COLUMNS) {
+    const v = values[k]
+    if (v !== undefined) out[k] = v === null ? null : JSON.stringify(v)
+  }
+  return out as Stored<T> // each JSON column present is now its text
+}
 
 export async function insertJob (db: Kysely<Database>, row: NewJob): Promise<JobRow> {
-  return await db.insertInto('fine_tuning_jobs').values(row).returningAll().executeTakeFirstOrThrow()
+  const stored = encode(row) as Insertable<JobTable>
+  return decodeJob(await db.insertInto('fine_tuning_jobs').values(stored).returningAll().executeTakeFirstOrThrow())
 }
 
 export async function getJob (db: Kysely<Database>, projectId: string, id: string): Promise<JobRow | undefined> {
-  return await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', id).where('project_id', '=', projectId).executeTakeFirst()
+  const row = await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', id).where('project_id', '=', projectId).executeTakeFirst()
+  return row && decodeJob(row)
 }
 
 /** For the runner, which works across projects. */
 export async function getJobById (db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
-  return await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', id).executeTakeFirst()
+  const row = await db.selectFrom('fine_tuning_jobs').selectAll().where('id', '=', id).executeTakeFirst()
+  return row && decodeJob(row)
 }
 
 export async function listJobs (db: Kysely<Database>, projectId: string, req: PageRequest): Promise<Page<JobRow>> {
@@ -23,18 +76,44 @@ export async function listJobs (db: Kysely<Database>, projectId: string, req: Pa
     if (!after) throw unknownAfter(req.after)
     q = q.where('seq', req.order === 'desc' ? '<' : '>', after.seq)
   }
-  return toPage(await q.orderBy('seq', req.order).limit(req.limit + 1).execute(), req.limit)
+  const rows = await q.orderBy('seq', req.order).limit(req.limit + 1).execute()
+  return toPage(rows.map(decodeJob), req.limit)
 }
 
 /**
  * Updates a job only while its status is one of `from` (compare-and-set), so a cancel and a
  * runner's transition cannot overwrite each other. Returns the updated row, or undefined.
  */
-export async function updateJobIf (db: Kysely<Database>, id: string, from: readonly string[], set: Updateable<JobTable>): Promise<JobRow | undefined> {
-  return await db.updateTable('fine_tuning_jobs').set(set).where('id', '=', id).where('status', 'in', from)
+export async function updateJobIf (db: Kysely<Database>, id: string, from: readonly JobStatus[], set: JobChanges): Promise<JobRow | undefined> {
+  const row = await db.updateTable('fine_tuning_jobs').set(encode(set)).where('id', '=', id).where('status', 'in', from)
     .returningAll().executeTakeFirst()
+  return row && decodeJob(row)
 }
 
-export async function updateJob (db: Kysely<Database>, id: string, set: Updateable<JobTable>): Promise<void> {
-  await db.updateTable('fine_tuning_jobs').set(set).where('id', '=', id).execute()
+export async function updateJob (db: Kysely<Database>, id: string, set: JobChanges): Promise<void> {
+  await db.updateTable('fine_tuning_jobs').set(encode(set)).where('id', '=', id).execute()
+}
+
+/** The id of an unfinished job that reads this file, if any (such a file cannot be deleted). */
+export async function unfinishedJobUsing (db: Kysely<Database>, projectId: string, fileId: string): Promise<string | undefined> {
+  const row = await db.selectFrom('fine_tuning_jobs').select('id')
+    .where('project_id', '=', projectId)
+    .where('status', 'in', UNFINISHED_STATUSES)
+    .where(eb => eb.or([eb('training_file', '=', fileId), eb('validation_file', '=', fileId)]))
+    .executeTakeFirst()
+  return row?.id
+}
+
+/** Those of `ids` whose job has finished and is held by no live lease (its runner is done with it). */
+export async function finishedJobIds (db: Kysely<Database>, ids: readonly string[], nowMs: number): Promise<string[]> {
+  const finished: string[] = []
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = await db.selectFrom('fine_tuning_jobs').select('id')
+      .where('id', 'in', ids.slice(i, i + 500))
+      .where('status', 'in', TERMINAL_STATUSES)
+      .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', nowMs)]))
+      .execute()
+    finished.push(...rows.map(r => r.id))
+  }
+  return finished
 }

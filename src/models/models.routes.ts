@@ -4,6 +4,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { AppContext } from '../context.js'
 import { errors } from '../errors.js'
+import { checkpointModels } from '../fine-tuning/checkpoints.store.js'
 
 const Model = Type.Object({
   id: Type.String(),
@@ -17,13 +18,8 @@ const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(M
 export const modelsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const allModels = async (projectId: string) => {
     const base = ctx.models.list().map(m => ({ id: m.id, object: 'model' as const, created: m.createdAt, owned_by: 'opentune' }))
-    const tuned = await ctx.db.selectFrom('checkpoints')
-      .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
-      .select(['checkpoints.fine_tuned_model_checkpoint as id', 'checkpoints.created_at'])
-      .where('fine_tuning_jobs.project_id', '=', projectId)
-      .orderBy('checkpoints.seq')
-      .execute()
-    return [...base, ...tuned.map(t => ({ id: t.id, object: 'model' as const, created: t.created_at, owned_by: projectId }))]
+    const tuned = await checkpointModels(ctx.db, projectId)
+    return [...base, ...tuned.map(t => ({ id: t.name, object: 'model' as const, created: t.createdAt, owned_by: projectId }))]
   }
 
   app.get('/v1/models', { schema: { summary: 'List models', response: { 200: ModelList } } }, async (request) => {

@@ -3,6 +3,7 @@
 // comparison can be constant-time.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Kysely } from 'kysely'
+import { LRUCache } from 'lru-cache'
 import type { Database } from '../db/database.js'
 import { newKeyId, newProjectId, nowSeconds } from '../ids.js'
 
@@ -19,7 +20,7 @@ const hashKey = (key: string) => createHash('sha256').update(key).digest('hex')
 // revoke` against a running server) takes effect within KEY_CACHE_MS.
 const KEY_CACHE_MS = 5000
 const KEY_CACHE_MAX = 10_000
-const keyCaches = new WeakMap<Kysely<Database>, Map<string, { projectId: string, until: number }>>()
+const keyCaches = new WeakMap<Kysely<Database>, LRUCache<string, string>>() // key hash → project id
 
 export async function ensureProject (db: Kysely<Database>, name: string): Promise<Project> {
   const existing = await db.selectFrom('projects').selectAll().where('name', '=', name).executeTakeFirst()
@@ -34,8 +35,12 @@ export async function createKey (db: Kysely<Database>, projectId: string): Promi
   const key = `sk-${randomBytes(32).toString('base64url')}`
   const row = { id: newKeyId(), project_id: projectId, prefix: key.slice(0, PREFIX_LENGTH), hash: hashKey(key), created_at: nowSeconds(), revoked_at: null }
   await db.insertInto('api_keys').values(row).execute()
-  const project = await db.selectFrom('projects').select('name').where('id', '=', projectId).executeTakeFirstOrThrow()
-  return { key, info: { id: row.id, projectId, projectName: project.name, prefix: row.prefix, createdAt: row.created_at, revokedAt: null } }
+  return { key, info: { id: row.id, projectId, projectName: await projectName(db, projectId), prefix: row.prefix, createdAt: row.created_at, revokedAt: null } }
+}
+
+/** A project's name (it appears in fine-tuned model names); throws for an unknown id. */
+export async function projectName (db: Kysely<Database>, projectId: string): Promise<string> {
+  return (await db.selectFrom('projects').select('name').where('id', '=', projectId).executeTakeFirstOrThrow()).name
 }
 
 export async function listKeys (db: Kysely<Database>): Promise<KeyInfo[]> {
@@ -64,8 +69,7 @@ const plausibleKey = (key: string) => key.startsWith('sk-') && key.length >= PRE
 /** The project of a key that authenticated in the last few seconds, without touching the database. */
 export function recentlyAuthenticated (db: Kysely<Database>, key: string): string | undefined {
   if (!plausibleKey(key)) return undefined
-  const known = keyCaches.get(db)?.get(hashKey(key))
-  return known !== undefined && known.until > Date.now() ? known.projectId : undefined
+  return keyCaches.get(db)?.get(hashKey(key))
 }
 
 /** The project id a key belongs to, or null for an unknown or revoked key. */
@@ -73,10 +77,9 @@ export async function authenticate (db: Kysely<Database>, key: string): Promise<
   if (!plausibleKey(key)) return null
   const hash = hashKey(key)
   let cache = keyCaches.get(db)
-  if (cache === undefined) keyCaches.set(db, cache = new Map())
-  const now = Date.now()
+  if (cache === undefined) keyCaches.set(db, cache = new LRUCache({ max: KEY_CACHE_MAX, ttl: KEY_CACHE_MS }))
   const known = cache.get(hash)
-  if (known !== undefined && known.until > now) return known.projectId
+  if (known !== undefined) return known
   const candidates = await db.selectFrom('api_keys').select(['hash', 'project_id', 'revoked_at'])
     .where('prefix', '=', key.slice(0, PREFIX_LENGTH)).execute()
   const wanted = Buffer.from(hash, 'hex')
@@ -86,11 +89,7 @@ export async function authenticate (db: Kysely<Database>, key: string): Promise<
     const same = timingSafeEqual(Buffer.from(c.hash, 'hex'), wanted)
     if (same && c.revoked_at === null) projectId = c.project_id
   }
-  if (projectId === null) {
-    cache.delete(hash)
-  } else {
-    if (cache.size >= KEY_CACHE_MAX) cache.clear()
-    cache.set(hash, { projectId, until: now + KEY_CACHE_MS })
-  }
+  if (projectId === null) cache.delete(hash)
+  else cache.set(hash, projectId)
   return projectId
 }

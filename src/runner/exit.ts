@@ -1,6 +1,6 @@
 // How a trainer exit becomes a job outcome: the job's fault (exit 2, with the trainer's own error
 // line), a missing runtime (no python, no torch), memory, or our fault. Users get an actionable message.
-import type { JobError } from './job-state.js'
+import type { JobError } from '../fine-tuning/jobs.schemas.js'
 import type { TrainerLine } from './protocol.js'
 import type { TrainerExit } from './trainer-process.js'
 

@@ -3,7 +3,9 @@
 // single UPDATE … WHERE id = (SELECT …) is atomic there.
 import { sql, type Kysely } from 'kysely'
 import type { Dialect } from '../db/connect.js'
-import type { Database, JobRow } from '../db/database.js'
+import type { Database } from '../db/database.js'
+import type { JobStatus } from '../fine-tuning/jobs.schemas.js'
+import { decodeJob, type JobRow } from '../fine-tuning/jobs.store.js'
 
 export type ClaimKind = 'validate' | 'train'
 
@@ -13,17 +15,18 @@ export type ClaimKind = 'validate' | 'train'
  */
 export async function claimJob (db: Kysely<Database>, dialect: Dialect, kind: ClaimKind, runnerId: string, leaseMs: number): Promise<JobRow | undefined> {
   const now = Date.now()
-  const statuses = kind === 'validate' ? ['validating_files'] : ['queued', 'running']
+  const statuses: JobStatus[] = kind === 'validate' ? ['validating_files'] : ['queued', 'running']
   let pick = db.selectFrom('fine_tuning_jobs').select('id')
     .where('status', 'in', statuses)
     .where(eb => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<', now)]))
     .orderBy('seq').limit(1)
   if (dialect === 'postgres') pick = pick.forUpdate().skipLocked()
-  return await db.updateTable('fine_tuning_jobs')
+  const row = await db.updateTable('fine_tuning_jobs')
     .set({ locked_by: runnerId, locked_until: now + leaseMs, ...(kind === 'train' ? { attempts: sql`attempts + 1` } : {}) })
     .where('id', '=', pick)
     .returningAll()
     .executeTakeFirst()
+  return row && decodeJob(row)
 }
 
 /** Extends the lease; false when another runner took the job (our lease had run out). */

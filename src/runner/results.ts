@@ -3,12 +3,12 @@
 import { link, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AppContext } from '../context.js'
-import type { JobRow } from '../db/database.js'
-import { insertFile } from '../files/files.store.js'
-import { insertCheckpoint } from '../fine-tuning/checkpoints.store.js'
+import { insertResultFile } from '../files/files.store.js'
+import { checkpointMetrics, hasCheckpointAtStep, insertCheckpoint } from '../fine-tuning/checkpoints.store.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import { checkpointModelName } from '../fine-tuning/jobs.service.js'
-import { newCheckpointId, newFileId, nowSeconds } from '../ids.js'
+import type { JobRow } from '../fine-tuning/jobs.store.js'
+import { newCheckpointId, newFileId } from '../ids.js'
 import type { TrainerLine } from './protocol.js'
 
 type CheckpointLine = Extract<TrainerLine, { type: 'checkpoint' }>
@@ -16,8 +16,7 @@ type MetricsLine = Extract<TrainerLine, { type: 'metrics' }>
 
 /** Registers a checkpoint once: a resumed trainer that writes the same step again is ignored. */
 export async function registerCheckpoint (ctx: AppContext, job: JobRow, projectName: string, line: CheckpointLine): Promise<boolean> {
-  const exists = await ctx.db.selectFrom('checkpoints').select('id').where('job_id', '=', job.id).where('step_number', '=', line.step).executeTakeFirst()
-  if (exists) return false
+  if (await hasCheckpointAtStep(ctx.db, job.id, line.step)) return false
   const checkpointId = newCheckpointId()
   const files: Array<{ id: string, name: string, bytes: number }> = []
   for (const name of line.files) {
@@ -27,16 +26,7 @@ export async function registerCheckpoint (ctx: AppContext, job: JobRow, projectN
   const modelName = checkpointModelName(job, projectName, line.step)
   await ctx.db.transaction().execute(async (trx) => {
     for (const f of files) {
-      await insertFile(trx, {
-        id: f.id,
-        project_id: job.project_id,
-        filename: `${checkpointId}/${f.name}`,
-        purpose: 'fine-tune-results',
-        bytes: f.bytes,
-        created_at: nowSeconds(),
-        status: 'processed',
-        status_details: null,
-      })
+      await insertResultFile(trx, { id: f.id, projectId: job.project_id, filename: `${checkpointId}/${f.name}`, bytes: f.bytes })
     }
     await insertCheckpoint(trx, {
       id: checkpointId,
@@ -85,8 +75,7 @@ export function metricsLogLine (line: MetricsLine): string {
 /** The job's result file: one CSV row per optimizer step, validation columns filled at checkpoints. */
 export async function publishMetricsCsv (ctx: AppContext, job: JobRow, logPath: string): Promise<string> {
   const rows = await readMetricsLog(logPath)
-  const checkpoints = await ctx.db.selectFrom('checkpoints').select(['step_number', 'metrics']).where('job_id', '=', job.id).execute()
-  const validByStep = new Map(checkpoints.map(c => [c.step_number, JSON.parse(c.metrics) as Record<string, unknown>]))
+  const validByStep = await checkpointMetrics(ctx.db, job.id)
   const cell = (v: unknown) => (v === null || v === undefined ? '' : String(v))
   const lines = [CSV_COLUMNS.join(',')]
   for (const r of rows) {
@@ -97,15 +86,6 @@ export async function publishMetricsCsv (ctx: AppContext, job: JobRow, logPath: 
   await writeFile(csvPath, lines.join('\n') + '\n')
   const id = newFileId()
   const bytes = await ctx.blobs.importFile(csvPath, id)
-  await insertFile(ctx.db, {
-    id,
-    project_id: job.project_id,
-    filename: `${job.id}/metrics.csv`,
-    purpose: 'fine-tune-results',
-    bytes,
-    created_at: nowSeconds(),
-    status: 'processed',
-    status_details: null,
-  })
+  await insertResultFile(ctx.db, { id, projectId: job.project_id, filename: `${job.id}/metrics.csv`, bytes })
   return id
 }

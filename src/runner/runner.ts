@@ -5,11 +5,12 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
-import type { JobRow } from '../db/database.js'
-import { failJob } from './job-state.js'
+import { failJob } from '../fine-tuning/jobs.service.js'
+import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { claimJob, heartbeat, releaseJob } from './queue.js'
+import { removeFinishedJobDirs } from './remove-finished-job-dirs.js'
 import { trainJob, type TrainOptions } from './train-job.js'
-import { removeFinishedJobDirs, validateJobFiles } from './validate-files.js'
+import { validateJobFiles } from './validate-files.js'
 
 export interface RunnerOptions {
   log: FastifyBaseLogger

@@ -5,15 +5,15 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
-import type { JobRow } from '../db/database.js'
 import { isCheckpointModel, rootBaseId } from '../fine-tuning/continue-from.js'
 import { jobDir, sourceDirs } from '../fine-tuning/job-dir.js'
+import { lastCheckpointName } from '../fine-tuning/checkpoints.store.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
-import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
-import { getJobById, updateJobIf } from '../fine-tuning/jobs.store.js'
+import { failJob, moveJob } from '../fine-tuning/jobs.service.js'
+import { getJobById, updateJobIf, type JobRow } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
+import { projectName } from '../projects/keys.store.js'
 import { classifyExit } from './exit.js'
-import { failJob, moveJob } from './job-state.js'
 import { modelDirForTraining } from './model-weights.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
@@ -61,8 +61,7 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     const specPath = join(dir, 'spec.json')
     await mkdir(dir, { recursive: true })
     await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, model, dir), null, 2))
-    const project = await ctx.db.selectFrom('projects').select('name').where('id', '=', job.project_id).executeTakeFirstOrThrow()
-    lines = new TrainerLines(ctx, job, project.name, join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
+    lines = new TrainerLines(ctx, job, await projectName(ctx.db, job.project_id), join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
     const handler = lines
     const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
     trainer = startTrainer(argv, {
@@ -177,17 +176,16 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
   }
   const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python)
   if (outcome.ok) {
-    const last = await ctx.db.selectFrom('checkpoints').select('fine_tuned_model_checkpoint').where('job_id', '=', job.id)
-      .orderBy('step_number', 'desc').executeTakeFirst()
+    const last = await lastCheckpointName(ctx.db, job.id)
     const csvId = await publishMetricsCsv(ctx, job, f.metricsLog)
     const done = await moveJob(ctx.db, job.id, 'succeeded', {
       finished_at: nowSeconds(),
-      fine_tuned_model: last?.fine_tuned_model_checkpoint ?? null,
-      result_files: JSON.stringify([csvId]),
+      fine_tuned_model: last ?? null,
+      result_files: [csvId],
       estimated_finish: null,
       locked_by: null,
       locked_until: null,
-    }, { message: `New fine-tuned model created: ${last?.fine_tuned_model_checkpoint ?? '(no checkpoint)'}` })
+    }, { message: `New fine-tuned model created: ${last ?? '(no checkpoint)'}` })
     if (done) await appendEvent(ctx.db, job.id, { message: 'The job has successfully completed' })
   } else {
     f.log.warn({ exit: { code: f.exit.code, signal: f.exit.signal }, stderr: f.exit.stderrTail.slice(-2000) }, 'trainer failed')
@@ -197,7 +195,7 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
 }
 
 function trainerSpec (ctx: AppContext, job: JobRow, model: TrainerModel, dir: string) {
-  const hp = JSON.parse(job.hyperparameters) as Hyperparameters
+  const hp = job.hyperparameters
   return {
     version: 1,
     job_id: job.id,

@@ -1,34 +1,16 @@
 // validating_files → queued: the job's files go through the dataset pipeline (src/data), which
 // writes the token shards the trainer reads; a bad file fails the job with line numbers.
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AppContext } from '../context.js'
-import type { JobRow } from '../db/database.js'
 import { formatProblems, loadModelTokenizer, ModelFolderError, prepareDataset, type DatasetStats, type Split } from '../data/index.js'
 import { rootBaseId } from '../fine-tuning/continue-from.js'
-import { jobDir, jobsRoot } from '../fine-tuning/job-dir.js'
-import { TERMINAL_STATUSES } from '../fine-tuning/jobs.schemas.js'
-import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
-import { failJob, moveJob } from './job-state.js'
-
-/**
- * A job cancelled while queued (or during validation) is never claimed again, so nothing else
- * removes its token shards: the runner sweeps work dirs of finished jobs now and then.
- */
-export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
-  const ids = await readdir(jobsRoot(ctx)).catch(() => [] as string[])
-  for (let i = 0; i < ids.length; i += 500) {
-    const finished = await ctx.db.selectFrom('fine_tuning_jobs').select('id')
-      .where('id', 'in', ids.slice(i, i + 500))
-      .where('status', 'in', TERMINAL_STATUSES)
-      .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', Date.now())]))
-      .execute()
-    for (const { id } of finished) await rm(jobDir(ctx, id), { recursive: true, force: true })
-  }
-}
+import { jobDir } from '../fine-tuning/job-dir.js'
+import { failJob, moveJob } from '../fine-tuning/jobs.service.js'
+import type { JobRow } from '../fine-tuning/jobs.store.js'
 
 export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<void> {
-  const hp = JSON.parse(job.hyperparameters) as Hyperparameters
+  const hp = job.hyperparameters
   const model = ctx.models.find(rootBaseId(job.model)) // a checkpoint continued has its base's tokenizer
   if (!model) {
     await failJob(ctx.db, job.id, { code: 'model_not_available', message: `Model '${job.model}' is no longer in the models directory.`, param: 'model' })

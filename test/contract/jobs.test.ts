@@ -150,9 +150,9 @@ for (const dialect of DIALECTS) {
       const again = await env.app.inject({ method: 'POST', url: `${JOBS}/${job.id}/cancel`, headers: env.auth() })
       assert.equal(again.statusCode, 200)
       assert.deepEqual(again.json(), first.json())
-      for (const status of ['succeeded', 'failed']) {
+      for (const status of ['succeeded', 'failed'] as const) {
         const other = (await createJob(env)).json()
-        await updateJob(env.ctx.db, other.id, { status, error: status === 'failed' ? JSON.stringify({ code: 'x', message: 'y', param: null }) : null })
+        await updateJob(env.ctx.db, other.id, { status, error: status === 'failed' ? { code: 'x', message: 'y', param: null } : null })
         const res = await env.app.inject({ method: 'POST', url: `${JOBS}/${other.id}/cancel`, headers: env.auth(), payload: {} })
         assert.equal(res.statusCode, 409)
         expectErrorBody(res)
