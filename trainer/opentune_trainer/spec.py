@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from .protocol import JobError
 
-DEFAULTS = dict(batch_size=8, learning_rate=1e-5, n_epochs=3, warmup_ratio=0.0, weight_decay=0.0,
-                max_grad_norm=1.0, lora=False, lora_r=8, lora_alpha=8, lora_dropout=0.0)
+# The one definition of every hyperparameter's type, range and default (Nebius'
+# SupervisedHParameters), which the service builds its request schema from too: the trainer accepts
+# exactly what the API accepts. The service writes every value resolved; defaults fill in for specs
+# written by hand (tests, benchmarks).
+with open(os.path.join(os.path.dirname(__file__), "hyperparameters.json")) as _f:
+    RULES: Dict[str, dict] = json.load(_f)["properties"]
 
 
 @dataclass
@@ -53,34 +58,43 @@ def _check(ok: bool, name: str, why: str) -> None:
         raise JobError("invalid_hyperparameters", f"{name} {why}", name)
 
 
-def _number(h: dict, name: str, integer: bool = False):
-    v = h[name]
-    good = isinstance(v, int) if integer else isinstance(v, (int, float))
-    _check(good and not isinstance(v, bool) and math.isfinite(v), name,
-           "must be an integer" if integer else "must be a number")
-    return int(v) if integer else float(v)
+def _shown(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)  # 1, not 1.0, as the API words it
 
 
-def parse_hparams(raw: dict) -> HParams:
-    h = {**DEFAULTS, **{k: v for k, v in (raw or {}).items() if v is not None}}
-    hp = HParams(
-        batch_size=_number(h, "batch_size", True), learning_rate=_number(h, "learning_rate"),
-        n_epochs=_number(h, "n_epochs", True), warmup_ratio=_number(h, "warmup_ratio"),
-        weight_decay=_number(h, "weight_decay"), max_grad_norm=_number(h, "max_grad_norm"),
-        lora=h["lora"], lora_r=_number(h, "lora_r", True), lora_alpha=_number(h, "lora_alpha"),
-        lora_dropout=_number(h, "lora_dropout"))
-    _check(isinstance(hp.lora, bool), "lora", "must be true or false")
-    _check(hp.batch_size >= 1, "batch_size", "must be ≥ 1")
-    _check(hp.learning_rate >= 0, "learning_rate", "must be ≥ 0")
-    _check(hp.n_epochs >= 1, "n_epochs", "must be ≥ 1")
-    _check(0 <= hp.warmup_ratio <= 1, "warmup_ratio", "must be in [0, 1]")
-    _check(hp.weight_decay >= 0, "weight_decay", "must be ≥ 0")
-    _check(hp.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-    if hp.lora:
-        _check(hp.lora_r >= 1, "lora_r", "must be ≥ 1")
-        _check(hp.lora_alpha > 0, "lora_alpha", "must be > 0")
-        _check(0 <= hp.lora_dropout <= 1, "lora_dropout", "must be in [0, 1]")  # the API's range
-    return hp
+def _checked(name: str, v: Any) -> Any:
+    """`v` as hyperparameters.json types and bounds it, else invalid_hyperparameters naming `name`."""
+    rule = RULES[name]
+    kind = rule["type"]
+    if kind == "boolean":
+        _check(isinstance(v, bool), name, "must be true or false")
+        return v
+    number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "integer":  # 2.0 from a JSON writer that keeps the point is still 2
+        _check(number and float(v).is_integer(), name, "must be an integer")
+        v = int(v)
+    else:
+        _check(number, name, "must be a number")
+    if "minimum" in rule:
+        _check(v >= rule["minimum"], name, f"must be ≥ {_shown(rule['minimum'])}")
+    if "exclusiveMinimum" in rule:
+        _check(v > rule["exclusiveMinimum"], name, f"must be > {_shown(rule['exclusiveMinimum'])}")
+    if "maximum" in rule:
+        _check(v <= rule["maximum"], name, f"must be ≤ {_shown(rule['maximum'])}")
+    return v
+
+
+def parse_hparams(raw: Optional[dict]) -> HParams:
+    """Every known key checked (those the data pipeline applied, like packing, too); unknown ones
+    are the service's to echo and are ignored here."""
+    given = {k: v for k, v in (raw or {}).items() if v is not None}
+    h = {k: _checked(k, given.get(k, rule["default"])) for k, rule in RULES.items()}
+    return HParams(
+        batch_size=h["batch_size"], learning_rate=float(h["learning_rate"]), n_epochs=h["n_epochs"],
+        warmup_ratio=float(h["warmup_ratio"]), weight_decay=float(h["weight_decay"]),
+        max_grad_norm=float(h["max_grad_norm"]), lora=h["lora"], lora_r=h["lora_r"],
+        # float as before: the resume fingerprint hashes these values
+        lora_alpha=float(h["lora_alpha"]), lora_dropout=float(h["lora_dropout"]))
 
 
 def load_spec(path: str) -> Spec:
