@@ -2,13 +2,16 @@
 // status moves, events, checkpoints with downloadable result files, failures, cancel, limits,
 // shutdown-and-resume, and a crashed runner's job taken over after its lease.
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { sql } from 'kysely'
+import pino from 'pino'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
-import { claimJob } from '../../src/runner/queue.js'
-import { Runner } from '../../src/runner/runner.js'
+import { claimJob, heartbeat } from '../../src/runner/queue.js'
+import { Runner, type RunnerOptions } from '../../src/runner/runner.js'
 import { validateJobFiles } from '../../src/runner/validate-files.js'
 import { createJob, DIALECTS, makeTestEnv, uploadFile, type TestEnv } from '../helper.js'
 
@@ -18,11 +21,39 @@ const TRAIN = readFileSync(join(EXAMPLES, 'train.jsonl'), 'utf8')
 const VALID = readFileSync(join(EXAMPLES, 'valid.jsonl'), 'utf8')
 const JOBS = '/v1/fine_tuning/jobs'
 
-function makeRunner (env: TestEnv, opts: { stopGraceMs?: number } = {}) {
-  return new Runner(env.ctx, { log: env.app.log, pollMs: 50, trainerCommand: [process.execPath, join(FIXTURES, 'fake-trainer.mjs')], stopGraceMs: opts.stopGraceMs ?? 3000 })
+// "cancel stops training within seconds" (README, docs/api.md): the runner sees the cancel at its next
+// poll of the job (1 s, train-job.ts), sends SIGTERM, and SIGKILLs a trainer still there after the
+// cancel grace (at most 5 s; these runners' stopGraceMs is 3 s). 10 s holds that promise with room
+// for a loaded machine, where timers fire late; an idle one takes about a second.
+const CANCEL_STOPS_TRAINER_WITHIN_MS = 10_000
+
+function makeRunner (env: TestEnv, opts: { stopGraceMs?: number, log?: RunnerOptions['log'] } = {}) {
+  return new Runner(env.ctx, { log: opts.log ?? env.app.log, pollMs: 50, trainerCommand: [process.execPath, join(FIXTURES, 'fake-trainer.mjs')], stopGraceMs: opts.stopGraceMs ?? 3000 })
 }
 
-async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+/** A fake trainer's gate (FAKE_TRAINER_GATE): it waits there until the test opens it. */
+function newGate () {
+  const path = join(tmpdir(), `opentune-gate-${randomBytes(6).toString('hex')}`)
+  return { path, open: () => { writeFileSync(path, '') }, remove: () => { rmSync(path, { force: true }) } }
+}
+
+/** The pid of the fake trainer of a job (it writes it at start), once it has started. */
+function trainerPid (env: TestEnv, jobId: string): number | undefined {
+  const path = join(env.config.dataDir, 'jobs', jobId, 'out', 'trainer.pid')
+  return existsSync(path) ? Number(readFileSync(path, 'utf8')) : undefined
+}
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+// Generous limits: a condition that holds is seen at once; the limit only bounds a broken run.
+async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
   const until = Date.now() + ms
   for (;;) {
     const v = await fn()
@@ -42,7 +73,22 @@ async function newJob (env: TestEnv, hyperparameters: Record<string, unknown> = 
 
 const get = async (env: TestEnv, url: string) => (await env.app.inject({ url, headers: env.auth() })).json()
 
-/** A runner trains until the job has a checkpoint, then stops as a shutting-down service does. */
+/** Every event of a job, oldest first, page after page (a long or slow run may have more than 100). */
+async function allEvents (env: TestEnv, jobId: string): Promise<Array<{ id: string, type: string, message: string, data: any }>> {
+  const events = []
+  for (let after = ''; ;) {
+    const page = await get(env, `${JOBS}/${jobId}/events?limit=100${after ? `&after=${after}` : ''}`)
+    events.push(...page.data)
+    if (!page.has_more) return events
+    after = page.data.at(-1).id
+  }
+}
+
+/**
+ * A runner trains until the job has a checkpoint, then stops as a shutting-down service does. With
+ * FAKE_TRAINER_GATE_STEP=epoch the trainer waits after that checkpoint, so the stop always lands
+ * mid-job, however slow the machine; open the gate before resuming.
+ */
 async function trainUntilFirstCheckpointThenStop (env: TestEnv, jobId: string): Promise<void> {
   const runner = makeRunner(env)
   runner.start()
@@ -88,7 +134,7 @@ for (const dialect of DIALECTS) {
       const rows = csv.body.trim().split('\n')
       assert.match(rows[0] ?? '', /^step,epoch,train_loss,train_mean_token_accuracy,valid_loss/)
       assert.equal(rows.length, job.total_steps + 1)
-      const events = (await get(env, `${JOBS}/${jobId}/events?limit=100`)).data.map((e: { message: string }) => e.message)
+      const events = (await allEvents(env, jobId)).map(e => e.message)
       for (const expected of [/^Created fine-tuning job/, /^Files validated, moving job to queued state. Training file: 96 examples/, /^Fine-tuning job started$/,
         /^Step 1\/\d+: training loss=/, /^Checkpoint created at step \d+ with Snapshot ID: ft:/, /^New fine-tuned model created: ft:/, /^The job has successfully completed$/]) {
         assert.ok(events.some((m: string) => expected.test(m)), `an event matching ${expected}; got:\n${events.join('\n')}`)
@@ -131,65 +177,97 @@ for (const dialect of DIALECTS) {
       }
     })
 
-    it('cancels a running job within seconds and keeps its checkpoints', async () => {
-      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
-      try {
-        const jobId = await newJob(scoped, { batch_size: 4 })
-        const runner = makeRunner(scoped)
-        const done = runner.drain()
-        await waitFor('a checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
-        const t0 = Date.now()
-        const res = await scoped.app.inject({ method: 'POST', url: `${JOBS}/${jobId}/cancel`, headers: scoped.auth() })
-        assert.equal(res.json().status, 'cancelled')
-        await done
-        assert.ok(Date.now() - t0 < 5000, 'trainer stopped within a few seconds')
-        const job = await get(scoped, `${JOBS}/${jobId}`)
-        assert.equal(job.status, 'cancelled')
-        assert.equal(job.estimated_finish, null)
-        const checkpoints = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
-        assert.ok(checkpoints.length >= 1 && checkpoints.length < 3)
-        const file = await scoped.app.inject({ url: `/v1/files/${checkpoints[0].result_files[0]}/content`, headers: scoped.auth() })
-        assert.equal(file.statusCode, 200)
-      } finally {
-        await scoped.close()
-      }
-    })
+    // What a user observes, however fast the machine: the job ends cancelled, the checkpoints it had
+    // stay downloadable, and the trainer process is gone within the stated time, whether it honours
+    // SIGTERM or has to be killed. How many steps or checkpoints ran before the cancel landed is
+    // the machine's speed, not the product's promise: it is not asserted.
+    for (const stuck of [false, true]) {
+      it(`cancels a running job within seconds and keeps its checkpoints (${stuck ? 'a trainer that ignores SIGTERM' : 'SIGTERM'})`, async () => {
+        const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow', FAKE_TRAINER_STEP_MS: '50', ...(stuck ? { FAKE_TRAINER_IGNORE_SIGTERM: '1' } : {}) })
+        try {
+          // 480 steps of 50 ms: still training when the cancel comes, however slow the machine
+          const jobId = await newJob(scoped, { batch_size: 4, n_epochs: 20 })
+          const runner = makeRunner(scoped)
+          const done = runner.drain()
+          await waitFor('a checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length > 0)
+          const pid = trainerPid(scoped, jobId)
+          assert.ok(pid !== undefined && isAlive(pid), 'the trainer is running when the cancel comes')
+          const t0 = Date.now()
+          const res = await scoped.app.inject({ method: 'POST', url: `${JOBS}/${jobId}/cancel`, headers: scoped.auth() })
+          assert.equal(res.json().status, 'cancelled')
+          await waitFor('the trainer to exit', async () => !isAlive(pid), 60_000)
+          const took = Date.now() - t0
+          assert.ok(took < CANCEL_STOPS_TRAINER_WITHIN_MS, `the trainer exited ${took} ms after the cancel`)
+          await done
+          const job = await get(scoped, `${JOBS}/${jobId}`)
+          assert.equal(job.status, 'cancelled', JSON.stringify(job.error))
+          assert.equal(job.error, null)
+          assert.equal(job.estimated_finish, null)
+          assert.equal(job.fine_tuned_model, null)
+          const events = (await allEvents(scoped, jobId)).map(e => e.message)
+          assert.ok(events.some((m: string) => /^Training stopped at step \d+ after cancellation/.test(m)), events.join('\n'))
+          const checkpoints = (await get(scoped, `${JOBS}/${jobId}/checkpoints?limit=100`)).data
+          assert.ok(checkpoints.length >= 1, 'the checkpoint written before the cancel is still listed')
+          for (const c of checkpoints) {
+            assert.equal(c.result_files.length, 2)
+            for (const fileId of c.result_files) {
+              const file = await scoped.app.inject({ url: `/v1/files/${fileId}/content`, headers: scoped.auth() })
+              assert.equal(file.statusCode, 200, `${c.id}: ${fileId}`)
+              assert.match(file.body, new RegExp(`at step ${c.step_number}\n`))
+            }
+          }
+        } finally {
+          await scoped.close()
+        }
+      })
+    }
 
     it('runs one job at a time with a limit of one: the second waits in queued', async () => {
-      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow', FAKE_TRAINER_STEP_MS: '30' })
+      // The trainers wait at a gate until the test opens it: the first cannot finish (nor the
+      // second start, were the limit broken) before the test has looked.
+      const gate = newGate()
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'ok', FAKE_TRAINER_GATE: gate.path })
       try {
         const first = await newJob(scoped, {}, false)
         const second = await newJob(scoped, {}, false)
         const runner = makeRunner(scoped)
         const done = runner.drain()
         await waitFor('first running', async () => (await getJobById(scoped.ctx.db, first))?.status === 'running')
-        await waitFor('second queued', async () => (await getJobById(scoped.ctx.db, second))?.status === 'queued')
+        await waitFor('second validated', async () => (await getJobById(scoped.ctx.db, second))?.status !== 'validating_files')
+        await runner.tick() // a pass that would claim the second, were there a free slot
+        assert.equal((await getJobById(scoped.ctx.db, first))?.status, 'running')
         assert.equal((await getJobById(scoped.ctx.db, second))?.status, 'queued')
+        gate.open()
         await done
         assert.equal((await getJobById(scoped.ctx.db, first))?.status, 'succeeded')
         assert.equal((await getJobById(scoped.ctx.db, second))?.status, 'succeeded')
       } finally {
+        gate.remove()
         await scoped.close()
       }
     })
 
     it('pauses on shutdown and resumes without duplicating checkpoints or events', async () => {
-      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
+      const gate = newGate()
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'ok', FAKE_TRAINER_GATE: gate.path, FAKE_TRAINER_GATE_STEP: 'epoch' })
       try {
         const jobId = await newJob(scoped, { batch_size: 4 })
         await trainUntilFirstCheckpointThenStop(scoped, jobId)
+        gate.open()
         const paused = await get(scoped, `${JOBS}/${jobId}`)
         assert.equal(paused.status, 'queued')
+        assert.equal(paused.trained_steps, paused.total_steps / 3, 'paused where the trainer waited: after the first epoch')
         await makeRunner(scoped).drain()
         const job = await get(scoped, `${JOBS}/${jobId}`)
         assert.equal(job.status, 'succeeded')
         const steps = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.map((c: { step_number: number }) => c.step_number)
         assert.deepEqual(steps, [1, 2, 3].map(e => e * job.total_steps / 3))
-        const events = (await get(scoped, `${JOBS}/${jobId}/events?limit=100`)).data
+        const events = await allEvents(scoped, jobId)
         const metricSteps = events.filter((e: { type: string }) => e.type === 'metrics').map((e: { data: { step: number } }) => e.data.step)
         assert.equal(new Set(metricSteps).size, metricSteps.length, 'no metrics event twice')
         assert.ok(events.some((e: { message: string }) => /resumed from step/.test(e.message)))
       } finally {
+        gate.remove()
         await scoped.close()
       }
     })
@@ -215,29 +293,42 @@ for (const dialect of DIALECTS) {
       const unhandled: unknown[] = []
       const onUnhandled = (err: unknown) => { unhandled.push(err) }
       process.on('unhandledRejection', onUnhandled)
+      const logged: string[] = []
+      const log = pino({ level: 'info' }, { write: (line: string) => { logged.push((JSON.parse(line) as { msg: string }).msg) } })
+      const attempts = () => logged.filter(m => m === 'validation failed unexpectedly').length
+      const runner = makeRunner(scoped, { log })
+      let drained = false
+      let draining: Promise<void> | undefined
       try {
         const jobId = await newJob(scoped, {}, false)
         await sql`ALTER TABLE job_events RENAME TO job_events_gone`.execute(scoped.ctx.db) // a database that fails every write to events
-        const runner = makeRunner(scoped)
-        runner.start()
-        await new Promise(resolve => setTimeout(resolve, 1000))
-        await runner.stop()
-        await sql`ALTER TABLE job_events_gone RENAME TO job_events`.execute(scoped.ctx.db)
+        // drain() ends once nothing is in flight and nothing can be claimed: after the one attempt,
+        // if the job keeps its lease; never, in a hot loop that claims it again and again.
+        draining = runner.drain().then(() => { drained = true })
+        await waitFor('the attempt to end', async () => drained || attempts() > 1)
+        assert.equal(attempts(), 1, 'validated once, not again at once')
+        assert.ok(logged.includes('could not record the failure'), logged.join('\n'))
         assert.deepEqual(unhandled, [])
         const job = await getJobById(scoped.ctx.db, jobId)
         assert.equal(job?.status, 'validating_files', 'left to be validated again')
+        assert.equal(job?.locked_by, runner.id)
         assert.ok((job?.locked_until ?? 0) > Date.now(), 'after its lease runs out, not in a hot loop')
       } finally {
+        await runner.stop() // ends a hot loop, if there was one
+        await draining
+        await sql`ALTER TABLE job_events_gone RENAME TO job_events`.execute(scoped.ctx.db).catch(() => {})
         process.off('unhandledRejection', onUnhandled)
         await scoped.close()
       }
     })
 
     it('registers on resume a checkpoint whose line was never read', async () => {
-      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow' })
+      const gate = newGate()
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'ok', FAKE_TRAINER_GATE: gate.path, FAKE_TRAINER_GATE_STEP: 'epoch' })
       try {
         const jobId = await newJob(scoped, { batch_size: 4 })
         await trainUntilFirstCheckpointThenStop(scoped, jobId)
+        gate.open()
         // As if the service had died between the trainer writing the checkpoint and reading its line.
         const [lost] = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
         await scoped.ctx.db.deleteFrom('checkpoints').where('id', '=', lost.id).execute()
@@ -247,6 +338,7 @@ for (const dialect of DIALECTS) {
         const steps = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.map((c: { step_number: number }) => c.step_number)
         assert.deepEqual(steps.sort((a: number, b: number) => a - b), [1, 2, 3].map(e => e * job.total_steps / 3))
       } finally {
+        gate.remove()
         await scoped.close()
       }
     })
@@ -265,7 +357,7 @@ for (const dialect of DIALECTS) {
         const job = await get(scoped, `${JOBS}/${jobId}`)
         assert.equal(job.status, 'succeeded', JSON.stringify(job.error))
         assert.equal(job.trained_steps, job.total_steps)
-        const events = (await get(scoped, `${JOBS}/${jobId}/events?limit=100`)).data.map((e: { message: string }) => e.message)
+        const events = (await allEvents(scoped, jobId)).map(e => e.message)
         assert.ok(events.some((m: string) => /training loss=n\/a/.test(m)))
       } finally {
         await scoped.close()
@@ -276,12 +368,17 @@ for (const dialect of DIALECTS) {
       const jobId = await newJob(env, {}, false)
       await validateJobFiles(env.ctx, (await getJobById(env.ctx.db, jobId))!, new AbortController().signal)
       assert.equal((await getJobById(env.ctx.db, jobId))?.status, 'queued')
-      const dead = await claimJob(env.ctx.db, env.ctx.store.dialect, 'train', 'runner-that-died', 1500)
+      // A lease far longer than any drain, however slow the machine: the first drain runs inside it.
+      const dead = await claimJob(env.ctx.db, env.ctx.store.dialect, 'train', 'runner-that-died', 600_000)
       assert.equal(dead?.id, jobId)
-      const t0 = Date.now()
-      await makeRunner(env).drain() // nothing to claim before the lease runs out…
-      assert.equal((await getJobById(env.ctx.db, jobId))?.status, 'queued')
-      await waitFor('lease expiry', async () => Date.now() - t0 > 1600)
+      await makeRunner(env).drain() // nothing to claim while the lease runs…
+      const held = await getJobById(env.ctx.db, jobId)
+      assert.equal(held?.status, 'queued')
+      assert.equal(held?.locked_by, 'runner-that-died')
+      // …its last heartbeat gave it one more second, and then it died…
+      assert.ok(await heartbeat(env.ctx.db, jobId, 'runner-that-died', 1000))
+      const { locked_until: until } = (await getJobById(env.ctx.db, jobId))!
+      await waitFor('lease expiry', async () => Date.now() > (until ?? 0))
       await makeRunner(env).drain() // …then it is taken over and finished
       assert.equal((await getJobById(env.ctx.db, jobId))?.status, 'succeeded')
     })
