@@ -14,6 +14,9 @@ const ROOT = join(import.meta.dirname, '..', '..')
 const EXAMPLES = join(ROOT, 'examples', 'data')
 const HP = { n_epochs: 3, batch_size: 4, learning_rate: 3e-3, packing: false, lora: true, lora_r: 8, lora_alpha: 16 }
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+// Short enough that a takeover comes soon, long enough that a heartbeat (every third of it) that is
+// late on a loaded machine does not lose the job to the other runner before the test kills one.
+const LEASE_SECONDS = '6'
 
 interface Checkpoint { id: string, step_number: number, metrics: Record<string, number | null> }
 
@@ -35,7 +38,8 @@ function client (url: () => string, key: string) {
     async createJob (training: string, validation: string) {
       return (await call('/fine_tuning/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'opentune/tiny-llama', training_file: training, validation_file: validation, seed: 7, hyperparameters: HP }) })).id as string
     },
-    async waitFor (jobId: string, done: (job: Record<string, any>, checkpoints: Checkpoint[]) => boolean, ms = 120_000) {
+    // A hang guard, not a speed bound: CPU training on a loaded machine takes minutes.
+    async waitFor (jobId: string, done: (job: Record<string, any>, checkpoints: Checkpoint[]) => boolean, ms = 900_000) {
       const until = Date.now() + ms
       for (;;) {
         const job = await call(`/fine_tuning/jobs/${jobId}`).catch(() => null)
@@ -66,7 +70,7 @@ describe('sqlite: SIGKILL of the service while training', () => {
   it('resumes after a restart and ends with the same checkpoints as an uninterrupted run', async () => {
     const made = await testConfig('sqlite')
     cleanup = made.cleanup
-    const env = { OPENTUNE_DATA_DIR: made.config.dataDir, OPENTUNE_MODELS_DIR: made.config.modelsDir, OPENTUNE_LEASE_SECONDS: '2', OPENTUNE_DEVICE: 'cpu' }
+    const env = { OPENTUNE_DATA_DIR: made.config.dataDir, OPENTUNE_MODELS_DIR: made.config.modelsDir, OPENTUNE_LEASE_SECONDS: LEASE_SECONDS, OPENTUNE_DEVICE: 'cpu' }
     const key = await createKeyWithCli(env, 'crash')
     service = await startServiceProcess(env)
     const api = client(() => service!.url, key)
@@ -107,7 +111,7 @@ describe('postgres: two runners, one killed mid-job', { skip: !DIALECTS.includes
     const env = {
       OPENTUNE_DATA_DIR: made.config.dataDir,
       OPENTUNE_MODELS_DIR: made.config.modelsDir,
-      OPENTUNE_LEASE_SECONDS: '2',
+      OPENTUNE_LEASE_SECONDS: LEASE_SECONDS,
       OPENTUNE_DEVICE: 'cpu',
       OPENTUNE_DATABASE_URL: POSTGRES_URL,
       OPENTUNE_DATABASE_SCHEMA: made.config.databaseSchema!,
