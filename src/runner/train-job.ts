@@ -5,6 +5,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
+import { deleteFile } from '../files/files.store.js'
 import { isCheckpointModel, rootBaseId } from '../fine-tuning/continue-from.js'
 import { jobDir, sourceDirs } from '../fine-tuning/job-dir.js'
 import { lastCheckpointName } from '../fine-tuning/checkpoints.store.js'
@@ -175,6 +176,7 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
     return
   }
   const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python)
+  let ended: boolean // moved to succeeded or failed
   if (outcome.ok) {
     const last = await lastCheckpointName(ctx.db, job.id)
     const csvId = await publishMetricsCsv(ctx, job, f.metricsLog)
@@ -186,11 +188,21 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
       locked_by: null,
       locked_until: null,
     }, { message: `New fine-tuned model created: ${last ?? '(no checkpoint)'}` })
-    if (done) await appendEvent(ctx.db, job.id, { message: 'The job has successfully completed' })
+    if (done) {
+      await appendEvent(ctx.db, job.id, { message: 'The job has successfully completed' })
+    } else {
+      // Not running any more: the job lists no result file, so none is left behind in /v1/files.
+      await deleteFile(ctx.db, job.project_id, csvId)
+      await ctx.blobs.remove(csvId)
+    }
+    ended = done
   } else {
     f.log.warn({ exit: { code: f.exit.code, signal: f.exit.signal }, stderr: f.exit.stderrTail.slice(-2000) }, 'trainer failed')
-    await failJob(ctx.db, job.id, outcome.error)
+    ended = await failJob(ctx.db, job.id, outcome.error)
   }
+  // Cancelled as the trainer ended, before the job's watcher saw it: it ends as any cancel does
+  // (its event, the lease let go), whatever the trainer's exit.
+  if (!ended && (await getJobById(ctx.db, job.id))?.status === 'cancelled') return await finish(ctx, job, { ...f, stopReason: 'cancelled' })
   await rm(f.dir, { recursive: true, force: true })
 }
 

@@ -222,6 +222,44 @@ for (const dialect of DIALECTS) {
       })
     }
 
+    it('keeps a job cancelled as its trainer finishes cancelled, with its checkpoints and no result file', async () => {
+      // The trainer has trained every step and written every checkpoint, and waits before exiting 0;
+      // the cancel comes, and the trainer exits before the runner's next look at the job (mostly).
+      const gate = newGate()
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'ok', FAKE_TRAINER_GATE: gate.path, FAKE_TRAINER_GATE_STEP: 'end' })
+      try {
+        const jobId = await newJob(scoped, {}, false)
+        const done = makeRunner(scoped).drain()
+        await waitFor('every checkpoint', async () => (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data.length === 3)
+        const res = await scoped.app.inject({ method: 'POST', url: `${JOBS}/${jobId}/cancel`, headers: scoped.auth() })
+        assert.equal(res.json().status, 'cancelled')
+        gate.open()
+        await done
+        const job = await get(scoped, `${JOBS}/${jobId}`)
+        assert.equal(job.status, 'cancelled')
+        assert.equal(job.fine_tuned_model, null)
+        assert.deepEqual(job.result_files, [])
+        assert.equal(job.estimated_finish, null)
+        const results = (await get(scoped, '/v1/files?purpose=fine-tune-results&limit=10000')).data.map((f: { filename: string }) => f.filename)
+        assert.ok(!results.includes(`${jobId}/metrics.csv`), 'no metrics file the job does not list')
+        const checkpoints = (await get(scoped, `${JOBS}/${jobId}/checkpoints`)).data
+        assert.equal(checkpoints.length, 3)
+        for (const c of checkpoints) {
+          for (const fileId of c.result_files) {
+            assert.equal((await scoped.app.inject({ url: `/v1/files/${fileId}/content`, headers: scoped.auth() })).statusCode, 200)
+          }
+        }
+        const events = (await allEvents(scoped, jobId)).map(e => e.message)
+        assert.ok(!events.some(m => /successfully completed|New fine-tuned model/.test(m)), events.join('\n'))
+        assert.match(events.at(-1) ?? '', /^Training stopped at step \d+ after cancellation/)
+        const row = await getJobById(scoped.ctx.db, jobId)
+        assert.equal(row?.locked_by, null, 'the runner let go of the job')
+      } finally {
+        gate.remove()
+        await scoped.close()
+      }
+    })
+
     it('runs one job at a time with a limit of one: the second waits in queued', async () => {
       // The trainers wait at a gate until the test opens it: the first cannot finish (nor the
       // second start, were the limit broken) before the test has looked.
