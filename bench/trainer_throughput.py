@@ -14,6 +14,7 @@ per-block torch.compile, SDPA causal (flash) attention, chunked linear+CE that n
 [tokens × 128k] logits, and no activation checkpointing unless the config asks for it.
 Same JSON fields as the baseline (mfu_6N uses the baseline's 6N + attention formula).
 """
+
 import json
 import os
 import sys
@@ -29,20 +30,46 @@ from opentune_trainer.loss import linear_cross_entropy  # noqa: E402
 from opentune_trainer.model import ModelConfig, compile_blocks  # noqa: E402
 
 CONFIGS = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    "smoke": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, vocab_size=512),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
+    "smoke": dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+    ),
 }
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 COMPILE = os.environ.get("OPENTUNE_COMPILE", "1") != "0" and hasattr(torch.nn.Module, "compile")
 
 
 def make_model(name, seq):
-    cfg = ModelConfig.from_hf(dict(CONFIGS[name], model_type="llama", max_position_embeddings=seq,
-                                   rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=(name == "llama-1b")))
+    cfg = ModelConfig.from_hf(
+        dict(
+            CONFIGS[name],
+            model_type="llama",
+            max_position_embeddings=seq,
+            rope_theta=500000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=(name == "llama-1b"),
+        )
+    )
     torch.manual_seed(0)
     model = build_model(cfg, torch.device(DEVICE), torch.bfloat16)
     with torch.no_grad():
@@ -62,7 +89,7 @@ def packed_rows(batch, seq, mean_doc, device):
         t, d = 0, 0
         while t < seq:
             n = min(seq - t, int(torch.randint(mean_doc // 4, mean_doc * 7 // 4, (1,), generator=g)))
-            pos[b, t:t + n], doc[b, t:t + n] = torch.arange(n), d
+            pos[b, t : t + n], doc[b, t : t + n] = torch.arange(n), d
             t, d = t + n, d + 1
     return pos.to(device), doc.to(device)
 
@@ -108,10 +135,26 @@ def run(name, batch, seq, steps, ckpt, peak_tflops, packed=False):
     L, H, Q = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim
     attn = 12 * L * H * Q * seq  # fwd+bwd attention flops per token (PaLM convention, as the baseline)
     mfu6 = tok_s * (6 * n_params + attn) / (peak_tflops * 1e12)
-    print(json.dumps(dict(impl="opentune", model=name, params=n_params, batch=batch, seq=seq,
-                          grad_ckpt=ckpt, step_s=round(dt, 4), tokens_per_s=round(tok_s),
-                          mfu_6N=round(mfu6, 4), max_mem_gib=round(max_memory() / 2**30, 1),
-                          compile=COMPILE, attention=attention.BACKEND, packed=packed)), flush=True)
+    print(
+        json.dumps(
+            dict(
+                impl="opentune",
+                model=name,
+                params=n_params,
+                batch=batch,
+                seq=seq,
+                grad_ckpt=ckpt,
+                step_s=round(dt, 4),
+                tokens_per_s=round(tok_s),
+                mfu_6N=round(mfu6, 4),
+                max_mem_gib=round(max_memory() / 2**30, 1),
+                compile=COMPILE,
+                attention=attention.BACKEND,
+                packed=packed,
+            )
+        ),
+        flush=True,
+    )
 
 
 def sync():
@@ -127,8 +170,20 @@ def safe_run(*args):
     try:
         run(*args)
     except torch.cuda.OutOfMemoryError as e:
-        print(json.dumps(dict(impl="opentune", model=args[0], batch=args[1], seq=args[2], grad_ckpt=args[4],
-                              error="out_of_memory", detail=str(e).splitlines()[0])), flush=True)
+        print(
+            json.dumps(
+                dict(
+                    impl="opentune",
+                    model=args[0],
+                    batch=args[1],
+                    seq=args[2],
+                    grad_ckpt=args[4],
+                    error="out_of_memory",
+                    detail=str(e).splitlines()[0],
+                )
+            ),
+            flush=True,
+        )
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

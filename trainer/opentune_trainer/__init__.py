@@ -2,6 +2,7 @@
 
 See docs/trainer-protocol.md for the interface and trainer/README.md for usage.
 """
+
 import os
 
 # Set before torch loads its OpenMP runtime. PyTorch's OpenMP threads spin while they wait, and

@@ -8,6 +8,7 @@
 Exit codes: 0 done · 2 the job's fault (an `error` line says which) · 3 stopped by SIGTERM after
 saving state · anything else our fault (an `error` line with internal_error when we can).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,17 @@ def main(argv=None) -> int:
 
     if args.cmd == "doctor":
         from .doctor import main as doctor
+
         return doctor()
 
     if args.cmd == "init-tiny":
         from .tiny import init_tiny
+
         init_tiny(args.out, args.seed)
         return 0
     if args.cmd == "tiny-files":
         from .tiny import write_static
+
         write_static(args.out)
         return 0
     return train(args.spec)
@@ -49,6 +53,7 @@ def stop_with_parent() -> None:
     try:
         import ctypes
         import signal
+
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except OSError:
@@ -57,11 +62,13 @@ def stop_with_parent() -> None:
 
 def train(spec_path: str) -> int:
     from . import protocol
+
     protocol.claim_stdout()
     stop_with_parent()
     try:
         from .spec import load_spec
         from .train import run
+
         return run(load_spec(spec_path))
     except protocol.JobError as e:
         protocol.error(e.code, e.message, e.param)

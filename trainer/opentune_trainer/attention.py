@@ -6,10 +6,10 @@
 - OPENTUNE_ATTENTION=flex (torch ≥ 2.5, CUDA) uses FlexAttention with a document block mask, which
   skips fully-masked tiles. Opt-in until measured against SDPA on a GPU.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +34,11 @@ SDPA_GQA = _probe_sdpa_gqa()
 _flex = None
 if BACKEND == "flex":
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
     _flex = torch.compile(flex_attention)  # flex is only fast when compiled
 
 
-def make_mask(doc: Optional[torch.Tensor], T: int, window: Optional[int], device):
+def make_mask(doc: torch.Tensor | None, T: int, window: int | None, device):
     """None (plain causal) when each row is one document and no sliding window bites; else a
     mask that lets position q see position k iff same document, k ≤ q (and q - k < window)."""
     windowed = window is not None and window < T
@@ -54,10 +55,11 @@ def make_mask(doc: Optional[torch.Tensor], T: int, window: Optional[int], device
     return (keep & (doc[:, :, None] == doc[:, None, :]))[:, None]  # [B, 1, T, T]
 
 
-def _flex_mask(doc: torch.Tensor, window: Optional[int]):
+def _flex_mask(doc: torch.Tensor, window: int | None):
     def mask_mod(b, h, q, k):
         keep = (doc[b, q] == doc[b, k]) & (k <= q)
         return keep & (q - k < window) if window else keep
+
     B, T = doc.shape
     return create_block_mask(mask_mod, B, None, T, T, device=doc.device)
 

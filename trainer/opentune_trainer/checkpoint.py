@@ -3,6 +3,7 @@
 Every checkpoint folder is written under a temporary name and renamed when complete, so a folder
 named `step-<N>` is always whole.
 """
+
 from __future__ import annotations
 
 import glob
@@ -10,7 +11,6 @@ import json
 import math
 import os
 import shutil
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -28,7 +28,7 @@ class ModelError(ValueError):
     """The model folder is unusable (maps to the `invalid_model` error code)."""
 
 
-def read_config(model_dir: str) -> Tuple[dict, ModelConfig]:
+def read_config(model_dir: str) -> tuple[dict, ModelConfig]:
     path = os.path.join(model_dir, "config.json")
     try:
         with open(path) as f:
@@ -40,7 +40,7 @@ def read_config(model_dir: str) -> Tuple[dict, ModelConfig]:
         raise ModelError(f"{path}: {e}") from None
 
 
-def weight_files(model_dir: str) -> List[str]:
+def weight_files(model_dir: str) -> list[str]:
     """Safetensors files of a model folder: the index's shards, else every *.safetensors."""
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.exists(index):
@@ -58,7 +58,7 @@ def weight_files(model_dir: str) -> List[str]:
     return files
 
 
-def param_count(files: List[str]) -> int:
+def param_count(files: list[str]) -> int:
     """Parameters stored in the files, from their headers' shapes (whatever dtype they are in)."""
     total = 0
     for f in files:
@@ -68,7 +68,7 @@ def param_count(files: List[str]) -> int:
     return total
 
 
-def check_fits(n_params: int, lora: bool, store: torch.dtype, device: torch.device) -> Optional[str]:
+def check_fits(n_params: int, lora: bool, store: torch.dtype, device: torch.device) -> str | None:
     """Why the model cannot train on `device` (None when it can): weights + optimizer vs free memory.
     LoRA keeps only the frozen base, in `store` (bf16 on CUDA); full fine-tuning needs float32
     weights, gradients and two AdamW moments: 16 bytes per parameter. Activations come on top."""
@@ -77,8 +77,7 @@ def check_fits(n_params: int, lora: bool, store: torch.dtype, device: torch.devi
     free = _free_cuda_memory(device) if device.type == "cuda" else _available_ram()
     if need <= free:
         return None
-    return (f"needs about {need / 2**30:.1f} GiB for weights and optimizer, "
-            f"{free / 2**30:.1f} GiB free on {device.type}")
+    return f"needs about {need / 2**30:.1f} GiB for weights and optimizer, {free / 2**30:.1f} GiB free on {device.type}"
 
 
 def _free_cuda_memory(device: torch.device) -> int:
@@ -140,8 +139,7 @@ def _publish(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
-def save_adapter(out: str, model: torch.nn.Module, r: int, alpha: float, dropout: float,
-                 base_model: str) -> List[str]:
+def save_adapter(out: str, model: torch.nn.Module, r: int, alpha: float, dropout: float, base_model: str) -> list[str]:
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -162,10 +160,12 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, r: int, alpha: float)
     except (OSError, ValueError) as e:
         raise ModelError(f"the adapter to continue cannot be read: {e}") from None
     if cfg.get("r") != r or cfg.get("lora_alpha") != alpha:
-        raise ModelError(f"the adapter has r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}; "
-                         f"the job asks for r={r}, lora_alpha={alpha}")
+        raise ModelError(
+            f"the adapter has r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}; "
+            f"the job asks for r={r}, lora_alpha={alpha}"
+        )
     params = {n: p for n, p in model.named_parameters() if ".lora_" in n}
-    given = {k[len("base_model.model."):] if k.startswith("base_model.model.") else k: v for k, v in tensors.items()}
+    given = {k[len("base_model.model.") :] if k.startswith("base_model.model.") else k: v for k, v in tensors.items()}
     wrong = sorted(set(params) ^ set(given))
     if wrong:
         raise ModelError(f"the adapter does not fit this model ({len(wrong)} LoRA weights differ, e.g. {wrong[0]})")
@@ -176,8 +176,7 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, r: int, alpha: float)
             p.copy_(given[n])
 
 
-def save_full(out: str, model: LlamaForCausalLM, model_dir: str,
-              shard_bytes: int = SHARD_BYTES) -> List[str]:
+def save_full(out: str, model: LlamaForCausalLM, model_dir: str, shard_bytes: int = SHARD_BYTES) -> list[str]:
     """HF folder: model.safetensors (or shards + index) in the base's dtype, plus config/tokenizer."""
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -192,8 +191,8 @@ def save_full(out: str, model: LlamaForCausalLM, model_dir: str,
     return sorted(os.listdir(out))
 
 
-def _write_shards(folder: str, sd: Dict[str, torch.Tensor], shard_bytes: int) -> None:
-    shards: List[Dict[str, torch.Tensor]] = [{}]
+def _write_shards(folder: str, sd: dict[str, torch.Tensor], shard_bytes: int) -> None:
+    shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k in sorted(sd):
         n = sd[k].numel() * sd[k].element_size()
@@ -205,7 +204,7 @@ def _write_shards(folder: str, sd: Dict[str, torch.Tensor], shard_bytes: int) ->
     if len(shards) == 1:
         st.save(shards[0], os.path.join(folder, "model.safetensors"))
         return
-    weight_map: Dict[str, str] = {}
+    weight_map: dict[str, str] = {}
     for i, shard in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         st.save(shard, os.path.join(folder, name))

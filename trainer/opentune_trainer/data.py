@@ -5,12 +5,12 @@ pads rows to a common length (pad targets are -100, so they carry no loss) and c
 position, the RoPE position (restarting at 0 per document) and, when any row packs more than one
 document, the document index that the attention mask is built from.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional
 
 import torch
 
@@ -72,7 +72,7 @@ class Split:
             raise DataError(f"{name}: rows.bin does not partition docs.bin")
         i = 0
         for n in rows:
-            row = docs[i:i + n]
+            row = docs[i : i + n]
             if sum(row) > self.seq_len:
                 raise DataError(f"{name}: row {len(self.docs)} has {sum(row)} tokens > seq_len {self.seq_len}")
             self.docs.append(row)
@@ -98,15 +98,17 @@ class Batch:
     tokens: torch.Tensor  # [B, T] int64
     targets: torch.Tensor  # [B, T] int64, -100 where no loss
     pos: torch.Tensor  # [B, T] RoPE positions, 0 at each document start
-    doc: Optional[torch.Tensor]  # [B, T] document index, None when every row is one document
+    doc: torch.Tensor | None  # [B, T] document index, None when every row is one document
     loss_idx: torch.Tensor  # flat indices (into B·T) of the loss positions
 
-    def to(self, device) -> "Batch":
-        mv = (lambda t: None if t is None else t.to(device, non_blocking=True))
+    def to(self, device) -> Batch:
+        def mv(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
         return Batch(mv(self.tokens), mv(self.targets), mv(self.pos), mv(self.doc), mv(self.loss_idx))
 
 
-def collate(split: Split, rows: List[int], pad_multiple: int = 1) -> Batch:
+def collate(split: Split, rows: list[int], pad_multiple: int = 1) -> Batch:
     T = max(split.row_len[r] for r in rows)
     T = -(-T // pad_multiple) * pad_multiple  # fixed-ish shapes keep torch.compile from recompiling
     B = len(rows)
@@ -117,8 +119,8 @@ def collate(split: Split, rows: List[int], pad_multiple: int = 1) -> Batch:
     packed = False
     for b, r in enumerate(rows):
         s, n = int(split.start[r]), split.row_len[r]
-        tokens[b, :n] = split.tokens[s:s + n]
-        targets[b, :n] = split.targets[s:s + n]
+        tokens[b, :n] = split.tokens[s : s + n]
+        targets[b, :n] = split.targets[s : s + n]
         # per row, not per document: a packed 8k row holds ~100 documents (6 ms a batch as a loop)
         lens = torch.tensor(split.docs[r], dtype=torch.long)
         which = torch.repeat_interleave(torch.arange(len(lens)), lens)
@@ -130,20 +132,20 @@ def collate(split: Split, rows: List[int], pad_multiple: int = 1) -> Batch:
     return Batch(tokens, targets, pos, doc if packed else None, loss_idx)
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> List[int]:
+def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
     """Row order of one epoch: a permutation that depends only on (seed, epoch)."""
     g = torch.Generator()
     g.manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n_rows, generator=g).tolist()
 
 
-def micro_batches(split: Split, rows: List[int], size: int) -> List[List[int]]:
+def micro_batches(split: Split, rows: list[int], size: int) -> list[list[int]]:
     """Split a step's rows into groups of ≤ size rows; longest first so groups pad little."""
     rows = sorted(rows, key=lambda r: -split.row_len[r])
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def valid_sample(n_rows: int, k: int, seed: int) -> List[int]:
+def valid_sample(n_rows: int, k: int, seed: int) -> list[int]:
     """The fixed validation sample: k rows drawn once from (seed), the same at every checkpoint."""
     if k >= n_rows:
         return list(range(n_rows))

@@ -6,10 +6,10 @@ A starts kaiming-uniform (a=√5, as PEFT and nn.Linear), B starts at zero, so a
 exactly the base model. State-dict keys are `….q_proj.lora_A.weight`, which become PEFT's
 `base_model.model.….q_proj.lora_A.weight` on export (PEFT strips the adapter name `.default`).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List
 
 import torch
 import torch.nn as nn
@@ -41,12 +41,11 @@ class LoRALinear(nn.Module):
         return y + (self.lora_B(self.lora_A(a)) * self.scaling).to(y.dtype)
 
 
-def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float,
-               targets: List[str] = TARGET_MODULES) -> int:
+def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float, targets: list[str] = TARGET_MODULES) -> int:
     """Wrap every target nn.Linear in place, freeze everything else; returns trainable count."""
     for p in model.parameters():
         p.requires_grad_(False)
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if child_name in targets and isinstance(child, nn.Linear):
                 setattr(module, child_name, LoRALinear(child, r, alpha, dropout))
@@ -56,19 +55,35 @@ def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float,
     return sum(p.numel() for p in trainable)
 
 
-def adapter_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """LoRA weights under PEFT key names, float32 on the CPU."""
-    return {f"base_model.model.{n}": p.detach().float().cpu().contiguous()
-            for n, p in model.named_parameters() if ".lora_" in n}
+    return {
+        f"base_model.model.{n}": p.detach().float().cpu().contiguous()
+        for n, p in model.named_parameters()
+        if ".lora_" in n
+    }
 
 
 def adapter_config(r: int, alpha: float, dropout: float, base_model: str) -> dict:
     """PEFT LoraConfig as `adapter_config.json` (what PeftModel.from_pretrained reads)."""
     return {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-        "r": r, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": TARGET_MODULES,
-        "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-        "init_lora_weights": True, "modules_to_save": None, "layers_to_transform": None,
-        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": TARGET_MODULES,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "inference_mode": True,
         "revision": None,
     }

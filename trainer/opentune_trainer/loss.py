@@ -6,9 +6,8 @@ each chunk's logits live only inside this function. The gradient with respect to
 W trains) is computed during the forward pass (softmax − one-hot), the Liger/Apple-CCE trick,
 so backward is one scale. Returns (Σ CE, number of argmax hits): the exact step metrics.
 """
-from __future__ import annotations
 
-from typing import Tuple
+from __future__ import annotations
 
 import torch
 
@@ -29,7 +28,7 @@ class _LinearCE(torch.autograd.Function):
         gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
         starts, step = _chunks(h.shape[0], w.shape[0])
         for s in starts:
-            hc, t = h[s:s + step], targets[s:s + step]
+            hc, t = h[s : s + step], targets[s : s + step]
             logits = (hc @ w.to(hc.dtype).t()).float()
             lse = torch.logsumexp(logits, dim=-1)
             loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
@@ -38,7 +37,7 @@ class _LinearCE(torch.autograd.Function):
                 g = torch.exp(logits - lse[:, None])  # d(Σ CE)/d logits = softmax − one-hot
                 g[torch.arange(t.shape[0], device=t.device), t] -= 1.0
                 if need_h:
-                    gh[s:s + step] = (g.to(hc.dtype) @ w.to(hc.dtype)).to(h.dtype)
+                    gh[s : s + step] = (g.to(hc.dtype) @ w.to(hc.dtype)).to(h.dtype)
                 if need_w:
                     gw += g.t() @ hc.float()
         ctx.save_for_backward(gh, gw)
@@ -55,8 +54,7 @@ class _LinearCE(torch.autograd.Function):
         return dh, dw, None, None, None
 
 
-def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor
-                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """h [N, D] loss-token hidden states, w [V, D] lm_head, targets [N] → (Σ CE, #correct)."""
     need_h, need_w = h.requires_grad, w.requires_grad
     if torch.is_grad_enabled() and (need_h or need_w):
@@ -66,5 +64,8 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor
 
 
 class _NoCtx:
-    def save_for_backward(self, *a): pass
-    def mark_non_differentiable(self, *a): pass
+    def save_for_backward(self, *a):
+        pass
+
+    def mark_non_differentiable(self, *a):
+        pass

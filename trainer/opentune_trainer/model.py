@@ -9,11 +9,11 @@ Names equal the HF checkpoint keys (model.layers.0.self_attn.q_proj.weight …) 
 `pos` (positions restarting at 0 per document) and `doc` (document index per position, or None when
 each row is one document); attention is then causal inside a document and blind across documents.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -37,17 +37,17 @@ class ModelConfig:
     max_position_embeddings: int
     rms_norm_eps: float
     rope_theta: float
-    rope_scaling: Optional[dict]
+    rope_scaling: dict | None
     tie_word_embeddings: bool
     qkv_bias: bool  # Qwen2 always, Llama/Qwen3 when attention_bias
     o_bias: bool
     mlp_bias: bool
     qk_norm: bool  # Qwen3: RMSNorm over head_dim on q and k before RoPE
-    sliding_window: Optional[int]
+    sliding_window: int | None
     torch_dtype: str
 
     @classmethod
-    def from_hf(cls, d: dict) -> "ModelConfig":
+    def from_hf(cls, d: dict) -> ModelConfig:
         check_supported(d)  # supported_models.json: the list the service refuses other models by
         mt = d["model_type"]
         heads = d["num_attention_heads"]
@@ -58,18 +58,26 @@ class ModelConfig:
         bias = bool(d.get("attention_bias", False))
         window = d.get("sliding_window") if mt in SLIDING_WINDOW_TYPES else None
         return cls(
-            model_type=mt, vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"], num_hidden_layers=d["num_hidden_layers"],
-            num_attention_heads=heads, num_key_value_heads=d.get("num_key_value_heads") or heads,
+            model_type=mt,
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"],
+            num_hidden_layers=d["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
             head_dim=d.get("head_dim") or d["hidden_size"] // heads,
             max_position_embeddings=d.get("max_position_embeddings", 2048),
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6), rope_theta=float(theta), rope_scaling=rope,
+            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta),
+            rope_scaling=rope,
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
             qkv_bias=True if mt == "qwen2" else (bias and mt != "mistral"),
             o_bias=bias and mt in ("llama", "qwen3"),
             mlp_bias=bool(d.get("mlp_bias", False)) and mt == "llama",
-            qk_norm=mt == "qwen3", sliding_window=window,
-            torch_dtype=str(d.get("torch_dtype") or d.get("dtype") or "float32"))
+            qk_norm=mt == "qwen3",
+            sliding_window=window,
+            torch_dtype=str(d.get("torch_dtype") or d.get("dtype") or "float32"),
+        )
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
@@ -195,8 +203,9 @@ class LlamaForCausalLM(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def forward(self, tokens: torch.Tensor, pos: Optional[torch.Tensor] = None,
-                doc: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, pos: torch.Tensor | None = None, doc: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final hidden states [B, T, hidden] (after the last norm, before lm_head)."""
         B, T = tokens.shape
         if pos is None:
@@ -223,6 +232,7 @@ def compile_blocks(model: LlamaForCausalLM, backend="inductor") -> bool:
     if not hasattr(nn.Module, "compile"):  # torch < 2.2
         return False
     import torch._dynamo
+
     cfg = torch._dynamo.config
     # compiling happens lazily, at the first step: a machine without Triton or a C compiler, or
     # an Inductor bug, must cost speed (eager, a warning on stderr), not the job
@@ -238,7 +248,7 @@ def compile_blocks(model: LlamaForCausalLM, backend="inductor") -> bool:
     return True
 
 
-def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast computes in on this device type, or None when autocast is off there."""
     if hasattr(torch, "get_autocast_dtype"):  # torch ≥ 2.4: one call for every device type
         return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
@@ -253,6 +263,7 @@ def init_weights(model: LlamaForCausalLM, seed: int, std: float = 0.02) -> None:
     """Uniform(±std·√3) matrices, zero biases, unit norms, from Python's Mersenne Twister, whose
     sequence is fixed across platforms and versions, so a seed gives the same bytes everywhere."""
     import random
+
     rng, a = random.Random(seed), std * math.sqrt(3.0)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):

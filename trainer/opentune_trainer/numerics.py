@@ -1,10 +1,11 @@
 """Numbers that decide whether a step may be applied: the LR schedule, out-of-memory and
 divergence checks. Divergence is the job's fault (its learning rate, almost always) and must be
 caught before an update or a checkpoint holds it."""
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -23,8 +24,11 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 def diverged(step: int, why: str) -> JobError:
     """Training blew up numerically: the job's fault (its learning rate, almost always)."""
-    return JobError("invalid_hyperparameters",
-                    f"training diverged at step {step}: {why}; try a lower learning_rate", "learning_rate")
+    return JobError(
+        "invalid_hyperparameters",
+        f"training diverged at step {step}: {why}; try a lower learning_rate",
+        "learning_rate",
+    )
 
 
 def is_oom(e: BaseException) -> bool:

@@ -3,13 +3,14 @@
 `claim_stdout()` moves the process's fd 1 to stderr and keeps a private handle on the real stdout,
 so stray prints (ours, PyTorch's, C extensions') can never corrupt the protocol stream.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 _out = sys.stdout
 
@@ -17,7 +18,7 @@ _out = sys.stdout
 class JobError(Exception):
     """The job's fault: exit 2 with an `error` line (code from the protocol's list)."""
 
-    def __init__(self, code: str, message: str, param: Optional[str] = None):
+    def __init__(self, code: str, message: str, param: str | None = None):
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
 
@@ -54,5 +55,5 @@ def log(message: str, level: str = "info") -> None:
     emit("log", level=level, message=message)
 
 
-def error(code: str, message: str, param: Optional[str] = None) -> None:
+def error(code: str, message: str, param: str | None = None) -> None:
     emit("error", code=code, message=message, param=param)

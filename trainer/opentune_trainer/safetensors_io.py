@@ -6,6 +6,7 @@ little-endian tensor bytes. Reading uses the `safetensors` package when it is in
 battle-tested) and our own mmap reader otherwise. Writing is always ours, so that the same tensors
 give the same bytes on every machine (init-tiny depends on it).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -14,14 +15,21 @@ import mmap
 import os
 import struct
 import warnings
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
     if hasattr(torch, _attr):
@@ -34,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     _safe_open = None
 
 
-def read_header(path: str) -> Dict[str, dict]:
+def read_header(path: str) -> dict[str, dict]:
     """The JSON header (tensor names → dtype/shape/offsets, plus `__metadata__`)."""
     return _header_and_start(path)[0]
 
@@ -53,7 +61,7 @@ def _header_and_start(path: str):
     return header, 8 + n
 
 
-def load(path: str, keys: Optional[Iterable[str]] = None, use_lib: bool = True) -> Dict[str, torch.Tensor]:
+def load(path: str, keys: Iterable[str] | None = None, use_lib: bool = True) -> dict[str, torch.Tensor]:
     """Load tensors (all, or only `keys`) from one file onto the CPU."""
     wanted = None if keys is None else set(keys)
     if use_lib and _safe_open is not None:
@@ -111,12 +119,12 @@ def _write_tensor(f, t: torch.Tensor) -> None:
         return
     view = memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
     for start in range(0, n, WRITE_CHUNK):
-        f.write(view[start:start + WRITE_CHUNK])
+        f.write(view[start : start + WRITE_CHUNK])
 
 
-def save(tensors: Dict[str, torch.Tensor], path: str, metadata: Optional[Dict[str, str]] = None) -> None:
+def save(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` to `path` (sorted by name, so equal inputs give equal bytes)."""
-    header: Dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
+    header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
     names = sorted(tensors)
     for name in names:

@@ -3,13 +3,14 @@
 Bad hyperparameter values are the job's fault (`invalid_hyperparameters`, exit 2); a spec that
 cannot be read or lacks a path is the service's bug (internal_error).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .protocol import JobError
 
@@ -18,7 +19,7 @@ from .protocol import JobError
 # exactly what the API accepts. The service writes every value resolved; defaults fill in for specs
 # written by hand (tests, benchmarks).
 with open(os.path.join(os.path.dirname(__file__), "hyperparameters.json")) as _f:
-    RULES: Dict[str, dict] = json.load(_f)["properties"]
+    RULES: dict[str, dict] = json.load(_f)["properties"]
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Spec:
     job_id: str
     model_dir: str
     train_data: str
-    valid_data: Optional[str]
+    valid_data: str | None
     output_dir: str
     resume: bool
     seed: int
@@ -48,9 +49,9 @@ class Spec:
     precision: str  # auto (bf16 on CUDA that has it, else float32) | float32 | bfloat16
     hp: HParams
     valid_sample_rows: int
-    base_model: Optional[str]  # the model id, for adapter_config.json's base_model_name_or_path
-    init_adapter: Optional[str]  # a PEFT adapter folder whose LoRA weights the job keeps training
-    micro_batch_size: Optional[int]  # optional override of automatic micro-batching (tests, bench)
+    base_model: str | None  # the model id, for adapter_config.json's base_model_name_or_path
+    init_adapter: str | None  # a PEFT adapter folder whose LoRA weights the job keeps training
+    micro_batch_size: int | None  # optional override of automatic micro-batching (tests, bench)
 
 
 def _check(ok: bool, name: str, why: str) -> None:
@@ -84,17 +85,24 @@ def _checked(name: str, v: Any) -> Any:
     return v
 
 
-def parse_hparams(raw: Optional[dict]) -> HParams:
+def parse_hparams(raw: dict | None) -> HParams:
     """Every known key checked (those the data pipeline applied, like packing, too); unknown ones
     are the service's to echo and are ignored here."""
     given = {k: v for k, v in (raw or {}).items() if v is not None}
     h = {k: _checked(k, given.get(k, rule["default"])) for k, rule in RULES.items()}
     return HParams(
-        batch_size=h["batch_size"], learning_rate=float(h["learning_rate"]), n_epochs=h["n_epochs"],
-        warmup_ratio=float(h["warmup_ratio"]), weight_decay=float(h["weight_decay"]),
-        max_grad_norm=float(h["max_grad_norm"]), lora=h["lora"], lora_r=h["lora_r"],
+        batch_size=h["batch_size"],
+        learning_rate=float(h["learning_rate"]),
+        n_epochs=h["n_epochs"],
+        warmup_ratio=float(h["warmup_ratio"]),
+        weight_decay=float(h["weight_decay"]),
+        max_grad_norm=float(h["max_grad_norm"]),
+        lora=h["lora"],
+        lora_r=h["lora_r"],
         # float as before: the resume fingerprint hashes these values
-        lora_alpha=float(h["lora_alpha"]), lora_dropout=float(h["lora_dropout"]))
+        lora_alpha=float(h["lora_alpha"]),
+        lora_dropout=float(h["lora_dropout"]),
+    )
 
 
 def load_spec(path: str) -> Spec:
@@ -106,11 +114,19 @@ def load_spec(path: str) -> Spec:
     micro = s.get("micro_batch_size")
     if s.get("precision", "auto") not in ("auto", "float32", "bfloat16"):
         raise ValueError("job spec: precision must be auto, float32 or bfloat16")
-    return Spec(job_id=str(s.get("job_id", "")), model_dir=s["model_dir"], train_data=s["train_data"],
-                valid_data=s.get("valid_data"), output_dir=s["output_dir"], resume=bool(s.get("resume", False)),
-                seed=int(s.get("seed") or 0), device=s.get("device") or "auto",
-                precision=s.get("precision") or "auto",
-                hp=parse_hparams(s.get("hyperparameters") or {}),
-                valid_sample_rows=int(s.get("valid_sample_rows") or 32), base_model=s.get("base_model"),
-                init_adapter=s.get("init_adapter"),
-                micro_batch_size=int(micro) if micro else None)
+    return Spec(
+        job_id=str(s.get("job_id", "")),
+        model_dir=s["model_dir"],
+        train_data=s["train_data"],
+        valid_data=s.get("valid_data"),
+        output_dir=s["output_dir"],
+        resume=bool(s.get("resume", False)),
+        seed=int(s.get("seed") or 0),
+        device=s.get("device") or "auto",
+        precision=s.get("precision") or "auto",
+        hp=parse_hparams(s.get("hyperparameters") or {}),
+        valid_sample_rows=int(s.get("valid_sample_rows") or 32),
+        base_model=s.get("base_model"),
+        init_adapter=s.get("init_adapter"),
+        micro_batch_size=int(micro) if micro else None,
+    )

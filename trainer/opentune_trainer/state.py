@@ -7,30 +7,31 @@ and a fingerprint of the job (so a changed job never resumes a foreign state). T
 needs no file of its own: the row order of an epoch is a pure function of (seed, epoch), so the
 step number locates it.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     s = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
 
 
-def set_rng_state(s: Dict[str, Any]) -> None:
+def set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["cpu"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def save(output_dir: str, payload: Dict[str, Any], info: Dict[str, Any]) -> str:
+def save(output_dir: str, payload: dict[str, Any], info: dict[str, Any]) -> str:
     final = os.path.join(output_dir, "state")
     tmp, old = final + ".tmp", final + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -49,7 +50,7 @@ def save(output_dir: str, payload: Dict[str, Any], info: Dict[str, Any]) -> str:
     return final
 
 
-def load(output_dir: str, fingerprint: str) -> Optional[Dict[str, Any]]:
+def load(output_dir: str, fingerprint: str) -> dict[str, Any] | None:
     """The saved payload if a whole state for this job exists, else None."""
     for name in ("state", "state.old"):
         d = os.path.join(output_dir, name)

@@ -3,19 +3,20 @@ service reads too (src/models/support.ts), so a model it accepts is one the trai
 model the trainer refuses is refused when the job is created. The two checks word every reason
 alike; trainer/tests/model_support_cases.json holds the cases both test suites run.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 with open(os.path.join(os.path.dirname(__file__), "supported_models.json")) as _f:
-    SUPPORTED: Dict[str, Any] = json.load(_f)
+    SUPPORTED: dict[str, Any] = json.load(_f)
 
-MODEL_TYPES: List[str] = SUPPORTED["model_types"]
-ROPE_TYPES: Dict[str, List[str]] = SUPPORTED["rope_types"]
-SLIDING_WINDOW_TYPES: List[str] = SUPPORTED["sliding_window_types"]  # model.py applies their sliding_window
+MODEL_TYPES: list[str] = SUPPORTED["model_types"]
+ROPE_TYPES: dict[str, list[str]] = SUPPORTED["rope_types"]
+SLIDING_WINDOW_TYPES: list[str] = SUPPORTED["sliding_window_types"]  # model.py applies their sliding_window
 
 
 def _shown(v: Any) -> str:
@@ -31,11 +32,13 @@ def _is_number(v: Any) -> bool:
 
 def summary() -> str:
     """What is supported, for error messages."""
-    return (f"model_type {', '.join(MODEL_TYPES)}; rope scaling {', '.join(ROPE_TYPES)}; "
-            "dense models (no mixture of experts)")
+    return (
+        f"model_type {', '.join(MODEL_TYPES)}; rope scaling {', '.join(ROPE_TYPES)}; "
+        "dense models (no mixture of experts)"
+    )
 
 
-def unsupported_reason(cfg: Any) -> Optional[str]:
+def unsupported_reason(cfg: Any) -> str | None:
     """Why model.py cannot train a model with this config.json, or None when it can."""
     if not isinstance(cfg, dict):
         return "config.json is not a JSON object"
@@ -59,7 +62,7 @@ def unsupported_reason(cfg: Any) -> Optional[str]:
     return _attention_reason(cfg, mt) or _rope_reason(cfg)
 
 
-def _attention_reason(cfg: dict, mt: str) -> Optional[str]:
+def _attention_reason(cfg: dict, mt: str) -> str | None:
     if mt not in SLIDING_WINDOW_TYPES and cfg.get("use_sliding_window") is True:
         return f"sliding-window attention (use_sliding_window) is not supported for {mt}"
     layers = cfg.get("layer_types")
@@ -70,7 +73,7 @@ def _attention_reason(cfg: dict, mt: str) -> Optional[str]:
     return None
 
 
-def _rope_reason(cfg: dict) -> Optional[str]:
+def _rope_reason(cfg: dict) -> str | None:
     # as model.py reads it: transformers ≥ 5 writes `rope_parameters`, older ones `rope_scaling`
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if not isinstance(rope, dict):

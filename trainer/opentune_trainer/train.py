@@ -6,6 +6,7 @@ Recipe shape after torchtune: `Trainer(spec).setup()` → `.train()`; one optimi
 `batch_size` rows split into micro-batches, loss = Σ CE over all loss tokens of the step / their
 count (so the split never changes the result), AdamW, linear warmup then linear decay.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,6 @@ import math
 import os
 import signal
 import time
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -41,7 +41,7 @@ class Trainer:
         self.spec, self.hp = spec, spec.hp
         self.stop = False
         self.rng_at_step = None
-        self.saved_step: Optional[int] = None  # step of the state on disk, if any
+        self.saved_step: int | None = None  # step of the state on disk, if any
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -66,7 +66,9 @@ class Trainer:
         except checkpoint.ModelError as e:
             raise JobError("invalid_model", str(e)) from None
         self.train_split = self._load_split(spec.train_data, cfg, "invalid_training_file")
-        self.valid_split = self._load_split(spec.valid_data, cfg, "invalid_validation_file") if spec.valid_data else None
+        self.valid_split = (
+            self._load_split(spec.valid_data, cfg, "invalid_validation_file") if spec.valid_data else None
+        )
         if sum(self.train_split.row_loss) == 0:
             raise JobError("invalid_training_file", "the training data has no loss tokens")
         try:
@@ -95,12 +97,12 @@ class Trainer:
         self.warmup = math.ceil(round(hp.warmup_ratio * self.total_steps, 9))
         self.micro = spec.micro_batch_size or hp.batch_size
         self.step = 0
-        self.last: Dict[str, Optional[float]] = {}  # metrics of the latest step
+        self.last: dict[str, float | None] = {}  # metrics of the latest step
         self.fingerprint = self._fingerprint()
         if spec.resume:
             self._resume()
 
-    def _compute_dtype(self, precision: str) -> Optional[torch.dtype]:
+    def _compute_dtype(self, precision: str) -> torch.dtype | None:
         """bf16 autocast dtype, or None for plain float32."""
         if precision == "float32":
             return None
@@ -122,13 +124,19 @@ class Trainer:
         kw = {}
         if self.device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
             kw["fused"] = True
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hp.learning_rate,
-                                 betas=(0.9, 0.999), eps=1e-8, **kw)
+        return torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=self.hp.learning_rate, betas=(0.9, 0.999), eps=1e-8, **kw
+        )
 
     def _fingerprint(self) -> str:
         s = self.spec
-        key = {"model": os.path.abspath(s.model_dir), "hp": vars(self.hp), "seed": s.seed,
-               "rows": len(self.train_split), "tokens": int(self.train_split.start[-1])}
+        key = {
+            "model": os.path.abspath(s.model_dir),
+            "hp": vars(self.hp),
+            "seed": s.seed,
+            "rows": len(self.train_split),
+            "tokens": int(self.train_split.start[-1]),
+        }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def _resume(self) -> None:
@@ -154,7 +162,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp)
 
-    def forward_stats(self, split: data.Split, rows: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_stats(self, split: data.Split, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(Σ CE, Σ correct) over the loss tokens of `rows`; gradients flow when grad is enabled."""
         b = data.collate(split, rows, self.pad_multiple).to(self.device)
         with self.autocast():
@@ -163,7 +171,7 @@ class Trainer:
             y = b.targets.view(-1).index_select(0, b.loss_idx)
             return linear_cross_entropy(h, self.model.lm_head.weight, y)
 
-    def accumulate(self, rows: List[int]) -> Tuple[float, float, int]:
+    def accumulate(self, rows: list[int]) -> tuple[float, float, int]:
         """Backward over all micro-batches of a step; grads = d(Σ CE / n_loss). Returns sums."""
         n_loss = sum(self.train_split.row_loss[r] for r in rows)
         loss = torch.zeros((), device=self.device)
@@ -179,7 +187,7 @@ class Trainer:
             correct += c
         return float(loss), float(correct), n_loss
 
-    def train_step(self, rows: List[int]) -> dict:
+    def train_step(self, rows: list[int]) -> dict:
         t0 = time.perf_counter()
         while True:
             try:
@@ -203,8 +211,11 @@ class Trainer:
             if not math.isfinite(norm):
                 raise diverged(n, "the gradient norm is not finite")
             if not update_fits(lr, self.weight_max, self.hp.weight_decay):
-                raise diverged(n, f"a learning rate of {lr:g} overflows the optimizer's update of "
-                                  f"{str(self.params[0].dtype).replace('torch.', '')} weights")
+                raise diverged(
+                    n,
+                    f"a learning rate of {lr:g} overflows the optimizer's update of "
+                    f"{str(self.params[0].dtype).replace('torch.', '')} weights",
+                )
             for g in self.opt.param_groups:
                 g["lr"] = lr
             try:
@@ -215,10 +226,15 @@ class Trainer:
                 raise diverged(n, f"the optimizer's update overflows ({e})") from None
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        return {"train_loss": loss / n_loss if n_loss else None,
-                "train_mean_token_accuracy": correct / n_loss if n_loss else None,
-                "learning_rate": lr, "tokens": sum(self.train_split.row_len[r] for r in rows),
-                "loss_tokens": n_loss, "grad_norm": norm, "step_time_s": round(time.perf_counter() - t0, 4)}
+        return {
+            "train_loss": loss / n_loss if n_loss else None,
+            "train_mean_token_accuracy": correct / n_loss if n_loss else None,
+            "learning_rate": lr,
+            "tokens": sum(self.train_split.row_len[r] for r in rows),
+            "loss_tokens": n_loss,
+            "grad_norm": norm,
+            "step_time_s": round(time.perf_counter() - t0, 4),
+        }
 
     def _shrink(self, retry_step: bool = True) -> None:
         """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
@@ -237,7 +253,7 @@ class Trainer:
         else:
             raise JobError("out_of_memory", f"one row of {self.train_split.seq_len} tokens does not fit in memory")
 
-    def evaluate(self, rows: List[int], split: Optional[data.Split] = None) -> Tuple[Optional[float], Optional[float]]:
+    def evaluate(self, rows: list[int], split: data.Split | None = None) -> tuple[float | None, float | None]:
         """(Σ CE / n, accuracy) over `rows` of `split` (default: the validation split), without
         gradients; an OOM shrinks the micro-batch and retries."""
         while True:
@@ -249,7 +265,7 @@ class Trainer:
             self._shrink(retry_step=False)  # outside the except block, as in train_step
 
     @torch.no_grad()
-    def _evaluate(self, rows: List[int], split: data.Split) -> Tuple[Optional[float], Optional[float]]:
+    def _evaluate(self, rows: list[int], split: data.Split) -> tuple[float | None, float | None]:
         self.model.eval()
         try:
             loss, correct, n = 0.0, 0.0, 0
@@ -264,12 +280,18 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def train(self) -> int:
         """Run the remaining steps; returns the exit code (0 done, 3 stopped by SIGTERM)."""
-        emit("started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-             start_step=self.step, device=self.device.type, dtype=str(self.amp or torch.float32).replace("torch.", ""),
-             trainable_params=sum(p.numel() for p in self.params),
-             total_params=sum(p.numel() for p in self.model.parameters()))
+        emit(
+            "started",
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            start_step=self.step,
+            device=self.device.type,
+            dtype=str(self.amp or torch.float32).replace("torch.", ""),
+            trainable_params=sum(p.numel() for p in self.params),
+            total_params=sum(p.numel() for p in self.model.parameters()),
+        )
         last_save = time.time()
-        order: List[int] = []
+        order: list[int] = []
         order_epoch = -1
         while self.step < self.total_steps:
             if self.stop:
@@ -277,7 +299,7 @@ class Trainer:
             epoch, k = divmod(self.step, self.steps_per_epoch)
             if order_epoch != epoch:  # the order depends on the epoch only: not one randperm per step
                 order, order_epoch = data.epoch_order(len(self.train_split), self.spec.seed, epoch), epoch
-            rows = order[k * self.hp.batch_size:(k + 1) * self.hp.batch_size]
+            rows = order[k * self.hp.batch_size : (k + 1) * self.hp.batch_size]
             self.rng_at_step = state.rng_state()
             try:
                 m = self.train_step(rows)
@@ -319,15 +341,26 @@ class Trainer:
             probe, _ = self.evaluate(self.last_rows, self.train_split)
             if probe is not None and not math.isfinite(probe):
                 raise diverged(self.step, "the loss after the update is not finite")
-        metrics = {"step": self.step, "train_loss": self.last.get("train_loss"),
-                   "train_mean_token_accuracy": self.last.get("train_mean_token_accuracy"),
-                   "valid_loss": v[0], "valid_mean_token_accuracy": v[1],
-                   "full_valid_loss": f[0], "full_valid_mean_token_accuracy": f[1]}
+        metrics = {
+            "step": self.step,
+            "train_loss": self.last.get("train_loss"),
+            "train_mean_token_accuracy": self.last.get("train_mean_token_accuracy"),
+            "valid_loss": v[0],
+            "valid_mean_token_accuracy": v[1],
+            "full_valid_loss": f[0],
+            "full_valid_mean_token_accuracy": f[1],
+        }
         out = os.path.join(os.path.abspath(self.spec.output_dir), "checkpoints", f"step-{self.step}")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         if self.hp.lora:
-            files = checkpoint.save_adapter(out, self.model, self.hp.lora_r, self.hp.lora_alpha,
-                                            self.hp.lora_dropout, self.spec.base_model or self.spec.model_dir)
+            files = checkpoint.save_adapter(
+                out,
+                self.model,
+                self.hp.lora_r,
+                self.hp.lora_alpha,
+                self.hp.lora_dropout,
+                self.spec.base_model or self.spec.model_dir,
+            )
         else:
             files = checkpoint.save_full(out, self.model, self.spec.model_dir)
         # The line is also kept beside the folder: state is saved right after it, so a service that
@@ -342,11 +375,23 @@ class Trainer:
 
     def save_state(self) -> None:
         trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-        payload = {"trainable": trainable, "optimizer": self.opt.state_dict(), "step": self.step,
-                   "micro": self.micro, "last": self.last, "rng": state.rng_state()}
+        payload = {
+            "trainable": trainable,
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "micro": self.micro,
+            "last": self.last,
+            "rng": state.rng_state(),
+        }
         epoch, k = divmod(self.step, self.steps_per_epoch)
-        info = {"fingerprint": self.fingerprint, "step": self.step, "epoch": epoch, "step_in_epoch": k,
-                "seed": self.spec.seed, "job_id": self.spec.job_id}
+        info = {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "epoch": epoch,
+            "step_in_epoch": k,
+            "seed": self.spec.seed,
+            "job_id": self.spec.job_id,
+        }
         d = state.save(os.path.abspath(self.spec.output_dir), payload, info)
         self.saved_step = self.step
         emit("state_saved", step=self.step, dir=d)

@@ -14,6 +14,7 @@ sys.path.insert(0, HERE)  # helpers
 
 def pytest_collection_modifyitems(config, items):
     import torch
+
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -26,6 +27,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_dir(tmp_path_factory):
     """The built-in tiny model with its seeded weights (what init-tiny writes)."""
     from opentune_trainer.tiny import init_tiny
+
     d = str(tmp_path_factory.mktemp("tiny-llama"))
     init_tiny(d)
     return d
@@ -35,6 +37,7 @@ def tiny_dir(tmp_path_factory):
 def splits(tmp_path_factory):
     """A small chat training split and a packed validation split (tests/helpers.py formats)."""
     from helpers import chat_docs, write_split
+
     d = tmp_path_factory.mktemp("data")
     write_split(str(d / "train"), chat_docs(16, seed=1))
     write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")

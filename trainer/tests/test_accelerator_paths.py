@@ -1,6 +1,7 @@
 """The paths a GPU takes, checked on the CPU: bf16 autocast over a bf16 frozen base (what CUDA runs
 by default) and torch.compile'd blocks against eager. On torch before 2.x (Debian's fallback 1.13)
 the compile test skips."""
+
 import copy
 
 import pytest
@@ -37,7 +38,7 @@ def test_bf16_training_matches_float32_then_learns(tmp_path, tiny_dir, lora):
     losses = [first16]
     while bf16.step < bf16.total_steps:
         epoch, k = divmod(bf16.step, bf16.steps_per_epoch)
-        losses.append(bf16.train_step(list(range(len(bf16.train_split)))[k * 4:(k + 1) * 4])["train_loss"])
+        losses.append(bf16.train_step(list(range(len(bf16.train_split)))[k * 4 : (k + 1) * 4])["train_loss"])
     assert losses[-1] < losses[0] - 0.5
 
 
@@ -70,8 +71,10 @@ def test_compiled_blocks_equal_eager(tiny_dir):
 @pytest.mark.skipif(not hasattr(torch.nn.Module, "compile"), reason="torch.compile needs torch ≥ 2.2")
 def test_a_compiler_failure_falls_back_to_eager(tiny_dir):
     """Compiling happens at the first step: a missing compiler must not fail the job."""
+
     def broken_backend(graph, example_inputs):
         raise RuntimeError("no C compiler")
+
     eager = checkpoint.load_model(tiny_dir, "cpu", torch.float32).eval()
     compiled = copy.deepcopy(eager)
     assert compile_blocks(compiled, backend=broken_backend)
@@ -86,13 +89,26 @@ def test_qwen3_full_fine_tune_under_bf16_gives_attention_one_dtype(monkeypatch):
     from opentune_trainer import attention
     from opentune_trainer.checkpoint import build_model
     from opentune_trainer.model import ModelConfig
-    cfg = ModelConfig.from_hf(dict(model_type="qwen3", vocab_size=64, hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+
+    cfg = ModelConfig.from_hf(
+        dict(
+            model_type="qwen3",
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
+    )
     model = build_model(cfg, torch.device("cpu"), torch.float32)
     for p in model.parameters():
         torch.nn.init.normal_(p, 0.0, 0.02)
     seen, real = [], attention.attend
-    monkeypatch.setattr(attention, "attend", lambda q, k, v, mask: seen.append((q.dtype, k.dtype, v.dtype)) or real(q, k, v, mask))
+    monkeypatch.setattr(
+        attention, "attend", lambda q, k, v, mask: seen.append((q.dtype, k.dtype, v.dtype)) or real(q, k, v, mask)
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randint(0, 64, (1, 8)))
     assert seen == [(torch.bfloat16,) * 3]

@@ -1,4 +1,5 @@
 """The CLI end to end on the tiny model: protocol lines, files, exit codes, resume."""
+
 import fcntl
 import json
 import os
@@ -11,11 +12,19 @@ import pytest
 import torch
 
 from helpers import TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
-from opentune_trainer import checkpoint, safetensors_io as st
+from opentune_trainer import checkpoint
+from opentune_trainer import safetensors_io as st
 from opentune_trainer.lora import TARGET_MODULES
 
-SEVEN = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-         "full_valid_loss", "full_valid_mean_token_accuracy"]
+SEVEN = [
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+]
 
 
 def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):
@@ -31,7 +40,9 @@ def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):
     assert [m["step"] for m in metrics] == list(range(1, 9))
     assert [m["epoch"] for m in metrics] == [1] * 4 + [2] * 4
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
-    assert metrics[0]["learning_rate"] == pytest.approx(5e-3) and metrics[-1]["learning_rate"] == pytest.approx(5e-3 / 8)
+    assert metrics[0]["learning_rate"] == pytest.approx(5e-3) and metrics[-1]["learning_rate"] == pytest.approx(
+        5e-3 / 8
+    )
     ckpts = [m for m in lines if m["type"] == "checkpoint"]
     assert [c["step"] for c in ckpts] == [4, 8] and [c["epoch"] for c in ckpts] == [1, 2]
     for c in ckpts:
@@ -55,8 +66,15 @@ def test_adapter_has_peft_names_and_shapes(tmp_path, tiny_dir, splits):
     d = next(m for m in lines if m["type"] == "checkpoint")["dir"]
     header = st.read_header(os.path.join(d, "adapter_model.safetensors"))
     assert header.pop("__metadata__") == {"format": "pt"}
-    shapes = {"q_proj": (128, 128), "k_proj": (128, 64), "v_proj": (128, 64), "o_proj": (128, 128),
-              "gate_proj": (128, 384), "up_proj": (128, 384), "down_proj": (384, 128)}
+    shapes = {
+        "q_proj": (128, 128),
+        "k_proj": (128, 64),
+        "v_proj": (128, 64),
+        "o_proj": (128, 128),
+        "gate_proj": (128, 384),
+        "up_proj": (128, 384),
+        "down_proj": (384, 128),
+    }
     want = {}
     for i in range(4):
         for mod, (fan_in, fan_out) in shapes.items():
@@ -85,8 +103,12 @@ def test_full_fine_tune_writes_loadable_hf_folder(tmp_path, tiny_dir, splits):
 def test_bad_hyperparameters_exit_2(tmp_path, tiny_dir, splits):
     code, lines, _ = run_cli("train", "--spec", make_spec(str(tmp_path), tiny_dir, *splits, batch_size=0))
     assert code == 2
-    assert lines[-1] == {"type": "error", "code": "invalid_hyperparameters", "message": "batch_size must be ≥ 1",
-                         "param": "batch_size"}
+    assert lines[-1] == {
+        "type": "error",
+        "code": "invalid_hyperparameters",
+        "message": "batch_size must be ≥ 1",
+        "param": "batch_size",
+    }
 
 
 def test_model_without_weights_exit_2(tmp_path, tiny_dir, splits):
@@ -114,8 +136,9 @@ def test_bad_shards_exit_2(tmp_path, tiny_dir, splits):
 
 def _spec(tmp, tiny_dir, train):
     # dropout > 0 so resume must restore the RNG; 32 steps per epoch so SIGTERM lands mid-epoch
-    return make_spec(str(tmp), tiny_dir, train, None, batch_size=2, n_epochs=3, lora_dropout=0.1,
-                     learning_rate=5e-3, seed=11)
+    return make_spec(
+        str(tmp), tiny_dir, train, None, batch_size=2, n_epochs=3, lora_dropout=0.1, learning_rate=5e-3, seed=11
+    )
 
 
 def _popen(spec):
@@ -123,8 +146,13 @@ def _popen(spec):
     # the test has read, so a signal sent after line X lands soon after X however the machine
     # schedules the two processes. (A 64 KiB pipe holds a whole run's output: a test descheduled
     # for a few seconds would signal a trainer that had already finished.)
-    p = subprocess.Popen([sys.executable, "-m", "opentune_trainer", "train", "--spec", spec], cwd=TRAINER_DIR,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "opentune_trainer", "train", "--spec", spec],
+        cwd=TRAINER_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+    )
     fcntl.fcntl(p.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
     return p
 

@@ -4,6 +4,7 @@ exit 2) before the bad update is applied and before any checkpoint or state hold
 Before: learning_rate 1e308 (valid per the API) trained on with NaN losses, wrote checkpoints whose
 train_loss was null, and died with internal_error "RuntimeError: value cannot be converted to type
 float without overflow" (AdamW's step size, a finite double beyond float32, in addcdiv_)."""
+
 import io
 import math
 import os
@@ -55,8 +56,9 @@ def test_learning_rate_1e30_fails_when_the_next_loss_is_not_finite(tmp_path, tin
 def test_blown_up_weights_write_no_checkpoint_at_the_epoch_end(tmp_path, tiny_dir, splits, valid):
     # one step an epoch: the update of step 1 is finite, the model it leaves is not; the checkpoint
     # of epoch 1 would be advertised as a fine-tuned model
-    message, metrics = run_diverging(tmp_path, tiny_dir, splits[0], splits[1] if valid else None,
-                                     learning_rate=1e30, batch_size=16)
+    message, metrics = run_diverging(
+        tmp_path, tiny_dir, splits[0], splits[1] if valid else None, learning_rate=1e30, batch_size=16
+    )
     assert [m["step"] for m in metrics] == [1]
     assert message.startswith("training diverged at step 1: the " + ("validation loss" if valid else "loss after"))
 
@@ -79,10 +81,11 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_untouched(tmp_path, tiny
     def nan_loss(split, rows):
         ls, c = real(split, rows)
         return ls * float("nan"), c
+
     t.forward_stats = nan_loss
     with pytest.raises(JobError) as e:
         t.train_step(list(range(8)))
     assert (e.value.code, e.value.param) == ("invalid_hyperparameters", "learning_rate")
     assert e.value.message == "training diverged at step 1: the loss is not finite; try a lower learning_rate"
     assert t.step == 0 and not t.opt.state  # AdamW never stepped: no moments, no step count
-    assert all(torch.equal(a, p) for a, p in zip(before, t.params))
+    assert all(torch.equal(a, p) for a, p in zip(before, t.params, strict=True))

@@ -1,7 +1,8 @@
 """The CUDA training path (bf16, compiled blocks, fused AdamW) end to end through the CLI:
 
-    cd trainer && python3 -m pytest -q -m gpu tests/test_gpu_training.py
+cd trainer && python3 -m pytest -q -m gpu tests/test_gpu_training.py
 """
+
 import pytest
 
 from helpers import chat_docs, make_spec, run_cli, write_split
@@ -13,8 +14,16 @@ pytestmark = pytest.mark.gpu
 def test_cuda_training_path(tmp_path, tiny_dir, lora):
     write_split(str(tmp_path / "train"), chat_docs(32, seed=1), packing=True)
     write_split(str(tmp_path / "valid"), chat_docs(8, seed=2), split="valid")
-    spec = make_spec(str(tmp_path), tiny_dir, str(tmp_path / "train"), str(tmp_path / "valid"),
-                     lora=lora, learning_rate=5e-3 if lora else 1e-3, n_epochs=16, batch_size=1)
+    spec = make_spec(
+        str(tmp_path),
+        tiny_dir,
+        str(tmp_path / "train"),
+        str(tmp_path / "valid"),
+        lora=lora,
+        learning_rate=5e-3 if lora else 1e-3,
+        n_epochs=16,
+        batch_size=1,
+    )
     spec_text = open(spec).read().replace('"device": "cpu"', '"device": "cuda"')
     open(spec, "w").write(spec_text)
     code, lines, err = run_cli("train", "--spec", spec, timeout=600)

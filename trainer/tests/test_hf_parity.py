@@ -10,6 +10,7 @@
 `npm test` runs this file on the CPU in the .venv `npm run setup` makes (PyTorch 2.x,
 transformers and peft from trainer/requirements*.txt); a GPU machine runs it on CUDA.
 """
+
 import os
 import subprocess
 import sys
@@ -23,12 +24,30 @@ from opentune_trainer.lora import apply_lora
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-COMMON = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6)
+COMMON = dict(
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-6,
+)
 ARCHS = {
-    "llama3": ("LlamaConfig", dict(rope_theta=500000.0, rope_scaling={
-        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64})),
+    "llama3": (
+        "LlamaConfig",
+        dict(
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
+    ),
     "qwen2": ("Qwen2Config", dict(tie_word_embeddings=True)),
     "qwen3": ("Qwen3Config", dict(head_dim=48)),
     "mistral": ("MistralConfig", dict(sliding_window=4096)),

@@ -12,11 +12,11 @@ as the service starts it for a job; the checkpoint is the one its `checkpoint` l
 
 import pytest
 import torch
+from test_hf_parity import hf_model
 
 from helpers import chat_docs, make_spec, run_cli, write_split
 from opentune_trainer import checkpoint
 from opentune_trainer.lora import apply_lora
-from test_hf_parity import hf_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -24,8 +24,15 @@ transformers = pytest.importorskip("transformers")
 def train_once(tmp_path, base: str, lora: bool) -> str:
     """One real training run (a few steps); returns the last checkpoint's folder."""
     write_split(str(tmp_path / "train"), chat_docs(8, seed=3), seq_len=256)
-    spec = make_spec(str(tmp_path), base, str(tmp_path / "train"), lora=lora, n_epochs=1, batch_size=2,
-                     learning_rate=1e-2 if lora else 1e-3)
+    spec = make_spec(
+        str(tmp_path),
+        base,
+        str(tmp_path / "train"),
+        lora=lora,
+        n_epochs=1,
+        batch_size=2,
+        learning_rate=1e-2 if lora else 1e-3,
+    )
     code, lines, err = run_cli("train", "--spec", spec, timeout=300)
     assert code == 0, (lines[-1:], err[-3000:])
     return [m for m in lines if m["type"] == "checkpoint"][-1]["dir"]

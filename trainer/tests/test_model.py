@@ -1,4 +1,5 @@
 """Model, LoRA, loss and metric properties on the tiny model (CPU, float32)."""
+
 import json
 import math
 import os
@@ -100,7 +101,7 @@ def test_loss_falls_on_memorisation_set(tmp_path, tiny_dir):
     while t.step < t.total_steps:
         e, k = divmod(t.step, t.steps_per_epoch)
         order = data.epoch_order(len(t.train_split), 0, e)
-        losses.append(t.train_step(order[k * 8:(k + 1) * 8])["train_loss"])
+        losses.append(t.train_step(order[k * 8 : (k + 1) * 8])["train_loss"])
     assert losses[0] == pytest.approx(math.log(tiny.VOCAB_SIZE), abs=0.2)
     assert sum(losses[-4:]) / 4 < losses[0] - 1.0
 
@@ -110,15 +111,29 @@ def test_architectures_load_and_pack(tmp_path, arch):
     """Each family builds from an HF config, round-trips through sharded safetensors, and keeps
     packed documents apart (a document's logits do not depend on its row neighbours)."""
     cfg = dict(tiny.CONFIG, num_hidden_layers=2)
-    cfg.update({
-        "llama3": {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
-                   "rope_theta": 500000.0, "tie_word_embeddings": False},
-        "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]},
-        "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "head_dim": 48},
-        "mistral": {"model_type": "mistral", "architectures": ["MistralForCausalLM"],
-                    "sliding_window": 16, "tie_word_embeddings": False},
-    }[arch])
+    cfg.update(
+        {
+            "llama3": {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 64,
+                },
+                "rope_theta": 500000.0,
+                "tie_word_embeddings": False,
+            },
+            "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]},
+            "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "head_dim": 48},
+            "mistral": {
+                "model_type": "mistral",
+                "architectures": ["MistralForCausalLM"],
+                "sliding_window": 16,
+                "tie_word_embeddings": False,
+            },
+        }[arch]
+    )
     src = tmp_path / "src"
     os.makedirs(src)
     (src / "config.json").write_text(json.dumps(cfg))
@@ -135,8 +150,11 @@ def test_architectures_load_and_pack(tmp_path, arch):
     with torch.no_grad():
         alone = back.logits(b)
         assert torch.equal(model.logits(b), alone)
-        packed = back.logits(torch.cat([a, b], 1), torch.cat([torch.arange(24), torch.arange(30)])[None],
-                             torch.cat([torch.zeros(24), torch.ones(30)]).long()[None])
+        packed = back.logits(
+            torch.cat([a, b], 1),
+            torch.cat([torch.arange(24), torch.arange(30)])[None],
+            torch.cat([torch.zeros(24), torch.ones(30)]).long()[None],
+        )
     torch.testing.assert_close(packed[:, 24:], alone, rtol=1e-4, atol=1e-5)
     if arch == "qwen2":
         assert back.model.layers[0].self_attn.q_proj.bias is not None

@@ -1,6 +1,7 @@
 """Automatic micro-batching: an out-of-memory error halves the micro-batch and retries the step
 (then turns on activation checkpointing, then gives up with out_of_memory). The step's result must
 not change. CPU memory cannot be made to run out on purpose, so the error is injected."""
+
 import io
 import json
 
@@ -28,6 +29,7 @@ def fail_while(t, too_big):
         if too_big(len(rows), t.model.checkpointing):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(split, rows)
+
     t.forward_stats = forward_stats
 
 
@@ -61,6 +63,7 @@ def test_other_errors_are_not_retried(tmp_path, tiny_dir):
 
     def broken(split, rows):
         raise RuntimeError("shape mismatch")
+
     t.forward_stats = broken
     with pytest.raises(RuntimeError, match="shape mismatch"):
         t.train_step(list(range(8)))

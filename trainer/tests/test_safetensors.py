@@ -37,13 +37,13 @@ def test_header_layout(tmp_path):
     raw = open(path, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
     assert n % 8 == 0  # padded with spaces, as the spec asks
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     assert header["__metadata__"] == {"format": "pt"}
     assert header["b.bf16"] == {"dtype": "BF16", "shape": [4, 2], "data_offsets": header["b.bf16"]["data_offsets"]}
     end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
     assert len(raw) == 8 + n + end
     a = header["a.weight"]["data_offsets"]
-    assert raw[8 + n + a[0]:8 + n + a[1]] == sample()["a.weight"].numpy().tobytes()
+    assert raw[8 + n + a[0] : 8 + n + a[1]] == sample()["a.weight"].numpy().tobytes()
 
 
 def test_same_tensors_same_bytes(tmp_path):

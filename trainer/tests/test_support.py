@@ -1,4 +1,5 @@
 """The trainer refuses the models supported_models.json leaves out, word for word as the service."""
+
 import json
 import os
 
@@ -38,6 +39,7 @@ def test_model_config_refuses_a_yarn_rope():
 
 def test_a_job_on_a_mixture_of_experts_model_fails_as_invalid_model(tmp_path, splits):
     from helpers import make_spec, run_cli
+
     model = tmp_path / "mixtral"
     model.mkdir()
     with open(model / "config.json", "w") as f:
