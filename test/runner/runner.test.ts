@@ -182,7 +182,7 @@ for (const dialect of DIALECTS) {
     // SIGTERM or has to be killed. How many steps or checkpoints ran before the cancel landed is
     // the machine's speed, not the product's promise: it is not asserted.
     for (const stuck of [false, true]) {
-      it(`cancels a running job within seconds and keeps its checkpoints (${stuck ? 'a trainer that ignores SIGTERM' : 'SIGTERM'})`, async () => {
+      it(`cancels a running job within seconds and keeps its checkpoints (${stuck ? 'a trainer that ignores SIGTERM' : 'SIGTERM'})`, async (t) => {
         const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'slow', FAKE_TRAINER_STEP_MS: '50', ...(stuck ? { FAKE_TRAINER_IGNORE_SIGTERM: '1' } : {}) })
         try {
           // 480 steps of 50 ms: still training when the cancel comes, however slow the machine
@@ -197,6 +197,7 @@ for (const dialect of DIALECTS) {
           assert.equal(res.json().status, 'cancelled')
           await waitFor('the trainer to exit', async () => !isAlive(pid), 60_000)
           const took = Date.now() - t0
+          t.diagnostic(`trainer gone ${took} ms after the cancel`)
           assert.ok(took < CANCEL_STOPS_TRAINER_WITHIN_MS, `the trainer exited ${took} ms after the cancel`)
           await done
           const job = await get(scoped, `${JOBS}/${jobId}`)
@@ -222,7 +223,7 @@ for (const dialect of DIALECTS) {
       })
     }
 
-    it('keeps a job cancelled as its trainer finishes cancelled, with its checkpoints and no result file', async () => {
+    it('a cancel that lands as the trainer finishes: the job stays cancelled, keeps its checkpoints, leaves no result file', async () => {
       // The trainer has trained every step and written every checkpoint, and waits before exiting 0;
       // the cancel comes, and the trainer exits before the runner's next look at the job (mostly).
       const gate = newGate()
