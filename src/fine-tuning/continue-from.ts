@@ -27,7 +27,9 @@ export interface AdapterSource extends CheckpointSource {
   appliesTo: string
 }
 
-export interface TrainingModel {
+/** What a new job trains from, resolved from its `model` (the runner hands the trainer folders:
+ *  train-job.ts's ModelFolders). */
+export interface StartingPoint {
   /** The catalogue model at the root of the chain: tokenizer and chat template, and the weights
    *  unless a full checkpoint replaces them. */
   base: BaseModel
@@ -48,7 +50,7 @@ export const rootBaseId = (model: string) => (isCheckpointModel(model) ? model.s
  * name). Throws a 400 when the base model's architecture cannot be trained, or when the checkpoint
  * exists but cannot be trained from (files deleted).
  */
-export async function resolveTrainingModel (ctx: AppContext, projectId: string, model: string, nested = false): Promise<TrainingModel | undefined> {
+export async function resolveStartingPoint (ctx: AppContext, projectId: string, model: string, nested = false): Promise<StartingPoint | undefined> {
   const base = ctx.models.find(rootBaseId(model))
   if (!base) return undefined
   // a folder the trainer would refuse: said now, not after the files have been tokenized
@@ -59,7 +61,7 @@ export async function resolveTrainingModel (ctx: AppContext, projectId: string, 
   if (!('lora' in ckpt)) return { base, weights: ckpt }
   if (!isCheckpointModel(ckpt.appliesTo)) return { base, adapter: ckpt }
   // LoRA trained on a full checkpoint: that checkpoint's weights are what the adapter applies to
-  const under = nested ? undefined : await resolveTrainingModel(ctx, projectId, ckpt.appliesTo, true)
+  const under = nested ? undefined : await resolveStartingPoint(ctx, projectId, ckpt.appliesTo, true)
   if (!under?.weights || under.adapter) throw errors.checkpointUnusable(model, `the model its adapter applies to (${ckpt.appliesTo}) is not available`)
   return { base, weights: under.weights, adapter: ckpt }
 }
@@ -89,7 +91,7 @@ async function checkpointSource (ctx: AppContext, projectId: string, name: strin
  * user deletes the checkpoint's result files meanwhile (the space is freed when the job's folder
  * is swept after it ends). A 400 if a file is already gone.
  */
-export async function linkTrainingSources (ctx: AppContext, jobId: string, model: TrainingModel): Promise<void> {
+export async function linkTrainingSources (ctx: AppContext, jobId: string, model: StartingPoint): Promise<void> {
   const dirs = sourceDirs(ctx, jobId)
   if (model.weights) await linkFolder(ctx, model.weights, dirs.weights)
   if (model.adapter) await linkFolder(ctx, model.adapter, dirs.adapter)

@@ -7,7 +7,7 @@ import type { Database } from '../db/database.js'
 import { errors, fieldError } from '../errors.js'
 import { getFile } from '../files/files.store.js'
 import { newJobId, nowSeconds } from '../ids.js'
-import { isCheckpointModel, linkTrainingSources, resolveTrainingModel, rootBaseId, type TrainingModel } from './continue-from.js'
+import { isCheckpointModel, linkTrainingSources, resolveStartingPoint, rootBaseId, type StartingPoint } from './continue-from.js'
 import { jobDir } from './job-dir.js'
 import { appendEvent, type NewEvent } from './events.store.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
@@ -37,17 +37,17 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   if (fromCheckpoint !== null && !((fromCheckpoint.type ?? 'ft') === 'ft' && isCheckpointModel(body.model))) {
     throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints. To continue from one of its own, pass the checkpoint\'s fine_tuned_model_checkpoint as model (GET /v1/models lists them).')
   }
-  const trainingModel = await resolveTrainingModel(ctx, projectId, body.model)
-  if (!trainingModel) throw errors.unknownBaseModel(body.model)
-  const lora = trainingModel.adapter?.lora
+  const startingPoint = await resolveStartingPoint(ctx, projectId, body.model)
+  if (!startingPoint) throw errors.unknownBaseModel(body.model)
+  const lora = startingPoint.adapter?.lora
   const { hyperparameters, unknown } = resolveHyperparameters(requested, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
   if (lora) checkLoraContinuation(lora, hyperparameters, body.method ? 'method.supervised.hyperparameters' : 'hyperparameters')
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
-  await linkTrainingSources(ctx, id, trainingModel)
+  await linkTrainingSources(ctx, id, startingPoint)
   try {
-    return await insertNewJob(ctx, projectId, id, body, { hyperparameters, unknown, integrations, extra, trainingModel })
+    return await insertNewJob(ctx, projectId, id, body, { hyperparameters, unknown, integrations, extra, startingPoint })
   } catch (err) {
     await rm(jobDir(ctx, id), { recursive: true, force: true }) // no row: nothing else would remove it
     throw err
@@ -59,11 +59,11 @@ interface Resolved {
   unknown: string[]
   integrations: ReturnType<typeof validateIntegrations> | null
   extra: Record<string, unknown>
-  trainingModel: TrainingModel
+  startingPoint: StartingPoint
 }
 
 async function insertNewJob (ctx: AppContext, projectId: string, id: string, body: JobCreateBody, r: Resolved): Promise<JobRow> {
-  const { hyperparameters, unknown, integrations, extra, trainingModel } = r
+  const { hyperparameters, unknown, integrations, extra, startingPoint } = r
   return await ctx.db.transaction().execute(async (trx) => {
     await checkTrainingFile(trx, projectId, 'training_file', body.training_file)
     if (body.validation_file) await checkTrainingFile(trx, projectId, 'validation_file', body.validation_file)
@@ -95,7 +95,7 @@ async function insertNewJob (ctx: AppContext, projectId: string, id: string, bod
       locked_until: null,
     })
     await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
-    const { adapter, weights } = trainingModel
+    const { adapter, weights } = startingPoint
     if (adapter) {
       await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${adapter.id}: its LoRA adapter (r=${adapter.lora.r}, alpha=${adapter.lora.alpha}) keeps training on ${adapter.appliesTo}` })
     } else if (weights) {

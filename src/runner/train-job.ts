@@ -80,7 +80,8 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
   }
 }
 
-interface TrainerModel {
+/** What the trainer is handed: the folders it loads and the name the new adapter records. */
+interface ModelFolders {
   /** The folder the trainer loads weights from. */
   dir: string
   /** A LoRA checkpoint whose adapter the job keeps training. */
@@ -90,7 +91,7 @@ interface TrainerModel {
 }
 
 /** What the trainer loads, or null once the job has been failed with a reason a user can act on. */
-async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<TrainerModel | null> {
+async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<ModelFolders | null> {
   if (job.attempts > MAX_ATTEMPTS) {
     await failJob(ctx.db, job.id, { code: 'internal_error', message: `Training was interrupted ${MAX_ATTEMPTS} times; giving up.`, param: null })
     return null
@@ -206,7 +207,7 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
   await rm(f.dir, { recursive: true, force: true })
 }
 
-function trainerSpec (ctx: AppContext, job: JobRow, model: TrainerModel, dir: string) {
+function trainerSpec (ctx: AppContext, job: JobRow, model: ModelFolders, dir: string) {
   const hp = job.hyperparameters
   return {
     version: 1,
