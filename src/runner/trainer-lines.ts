@@ -80,7 +80,9 @@ export class TrainerLines {
     await truncateMetricsLog(this.metricsLog, line.start_step)
     await this.#registerUnreadCheckpoints(line.start_step)
     const resumed = line.start_step > 0 || this.job.status === 'running'
-    const message = resumed ? `Fine-tuning job resumed from step ${line.start_step}/${line.total_steps}` : 'Fine-tuning job started'
+    // where it runs, so a GPU user sees at once that a job trains on the CPU
+    const on = line.device ? ` on ${line.device}${line.dtype ? `, ${line.dtype}` : ''}` : ''
+    const message = resumed ? `Fine-tuning job resumed from step ${line.start_step}/${line.total_steps}${on}` : `Fine-tuning job started${on}`
     if (!(await moveJob(db, this.job.id, 'running', { total_steps: line.total_steps }, { message }))) {
       await updateJob(db, this.job.id, { total_steps: line.total_steps })
       if (resumed) await appendEvent(db, this.job.id, { message })

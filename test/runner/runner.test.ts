@@ -135,7 +135,7 @@ for (const dialect of DIALECTS) {
       assert.match(rows[0] ?? '', /^step,epoch,train_loss,train_mean_token_accuracy,valid_loss/)
       assert.equal(rows.length, job.total_steps + 1)
       const events = (await allEvents(env, jobId)).map(e => e.message)
-      for (const expected of [/^Created fine-tuning job/, /^Files validated, moving job to queued state. Training file: 96 examples/, /^Fine-tuning job started$/,
+      for (const expected of [/^Created fine-tuning job/, /^Files validated, moving job to queued state. Training file: 96 examples/, /^Fine-tuning job started on cpu, float32$/,
         /^Step 1\/\d+: training loss=/, /^Checkpoint created at step \d+ with Snapshot ID: ft:/, /^New fine-tuned model created: ft:/, /^The job has successfully completed$/]) {
         assert.ok(events.some((m: string) => expected.test(m)), `an event matching ${expected}; got:\n${events.join('\n')}`)
       }
