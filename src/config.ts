@@ -19,6 +19,8 @@ export interface Config {
   maxConcurrentJobs: number
   runner: boolean // run training in the API process
   leaseSeconds: number // a runner that stops heartbeating loses its job after this long
+  // a trainer that prints no protocol line for max(this, 4 × its slowest step) is hung: killed
+  trainerSilenceSeconds: number
   trainerDir: string // the Python package, put on PYTHONPATH
   trainerDevice: string // auto | cpu | cuda
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
@@ -64,6 +66,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     maxConcurrentJobs: int('OPENTUNE_MAX_CONCURRENT_JOBS', 1, 0, 64),
     runner: env.OPENTUNE_RUNNER !== '0' && env.OPENTUNE_RUNNER !== 'false',
     leaseSeconds: int('OPENTUNE_LEASE_SECONDS', 30, 1, 3600),
+    trainerSilenceSeconds: int('OPENTUNE_TRAINER_SILENCE_SECONDS', 120, 1, 86_400),
     trainerDir: resolve(REPO_ROOT, 'trainer'),
     trainerDevice: env.OPENTUNE_DEVICE || 'auto',
     childEnv: Object.freeze({ ...env }),
