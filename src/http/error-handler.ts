@@ -7,14 +7,22 @@ import { validationError } from './validation.js'
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const apiError = toApiError(err, request)
-    // a client that hung up mid-upload is not a server error (the temp file is already gone)
-    const clientGone = err.code === 'ERR_STREAM_PREMATURE_CLOSE' || request.raw.destroyed
-    if (apiError.status >= 500 && !clientGone) request.log.error({ err }, 'request failed')
-    else if (clientGone) request.log.info({ reason: err.message }, 'client disconnected')
+    // A client that hung up mid-upload is not a server error (the temp file is already gone).
+    if (clientGone(request, reply)) request.log.info({ reason: err.message, code: err.code }, 'client disconnected')
+    else if (apiError.status >= 500) request.log.error({ err }, 'request failed') // err: message and stack
     else request.log.info({ code: apiError.code, status: apiError.status }, apiError.message)
     return sendError(reply, apiError)
   })
   app.setNotFoundHandler((request, reply) => sendError(reply, errors.routeNotFound(request.method, request.url.split('?')[0] ?? '')))
+}
+
+/**
+ * Whether the connection is gone, so nothing can be answered. Not `request.raw.destroyed`: that is
+ * true as soon as a body has been read (the stream ends and auto-destroys), which had every failing
+ * POST, real 500s included, logged as a disconnect. The response closes only with the socket.
+ */
+function clientGone (request: FastifyRequest, reply: FastifyReply): boolean {
+  return reply.raw.destroyed || request.raw.socket?.destroyed === true
 }
 
 export function sendError (reply: FastifyReply, err: ApiError): FastifyReply {
