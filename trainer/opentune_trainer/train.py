@@ -24,7 +24,7 @@ from . import checkpoint, data, state
 from .lora import apply_lora
 from .loss import linear_cross_entropy
 from .model import compile_blocks
-from .numerics import check_finite, diverged, is_oom, lr_at, update_fits
+from .numerics import check_finite, diverged, is_oom, lr_at, update_overflow
 from .protocol import JobError, emit, log
 from .protocol import line as protocol_line
 from .spec import Spec
@@ -206,24 +206,22 @@ class Trainer:
             # or state holds it): a non-finite loss or gradient would turn every weight to NaN.
             n = self.step + 1
             if not math.isfinite(loss):
-                raise diverged(n, "the loss is not finite")
+                raise diverged(n, "the loss is not finite", self.hp)
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
             if not math.isfinite(norm):
-                raise diverged(n, "the gradient norm is not finite")
-            if not update_fits(lr, self.weight_max, self.hp.weight_decay):
-                raise diverged(
-                    n,
-                    f"a learning rate of {lr:g} overflows the optimizer's update of "
-                    f"{str(self.params[0].dtype).replace('torch.', '')} weights",
-                )
+                raise diverged(n, "the gradient norm is not finite", self.hp)
+            dtype = str(self.params[0].dtype).replace("torch.", "")
+            overflow = update_overflow(lr, self.weight_max, self.hp.weight_decay, dtype)
+            if overflow:
+                raise diverged(n, overflow, self.hp)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             try:
                 self.opt.step()
-            except RuntimeError as e:  # a scalar beyond the weights' dtype that update_fits missed
+            except RuntimeError as e:  # a scalar beyond the weights' dtype that update_overflow missed
                 if "overflow" not in str(e):
                     raise
-                raise diverged(n, f"the optimizer's update overflows ({e})") from None
+                raise diverged(n, f"the optimizer's update overflows ({e})", self.hp) from None
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         return {
@@ -310,12 +308,12 @@ class Trainer:
             self.last, self.last_rows = m, rows
             emit("metrics", step=self.step, total_steps=self.total_steps, epoch=epoch + 1, **m)
             if self.step % self.steps_per_epoch == 0:
-                check_finite(self.params, self.step)
+                check_finite(self.params, self.step, self.hp)
                 self.save_checkpoint(epoch + 1)
                 self.save_state()
                 last_save = time.time()
             elif time.time() - last_save > STATE_EVERY_S:
-                check_finite(self.params, self.step)
+                check_finite(self.params, self.step, self.hp)
                 self.save_state()
                 last_save = time.time()
         emit("finished", step=self.step, status="succeeded")
@@ -336,11 +334,11 @@ class Trainer:
             v = self.evaluate(sample)
             f = self.evaluate(list(range(len(self.valid_split))))
             if f[0] is not None and not math.isfinite(f[0]):
-                raise diverged(self.step, "the validation loss is not finite")  # weights blown up
+                raise diverged(self.step, "the validation loss is not finite", self.hp)  # weights blown up
         else:  # finite weights may still be too large to use: one forward pass over the step's rows
             probe, _ = self.evaluate(self.last_rows, self.train_split)
             if probe is not None and not math.isfinite(probe):
-                raise diverged(self.step, "the loss after the update is not finite")
+                raise diverged(self.step, "the loss after the update is not finite", self.hp)
         metrics = {
             "step": self.step,
             "train_loss": self.last.get("train_loss"),

@@ -89,3 +89,45 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_untouched(tmp_path, tiny
     assert e.value.message == "training diverged at step 1: the loss is not finite; try a lower learning_rate"
     assert t.step == 0 and not t.opt.state  # AdamW never stepped: no moments, no step count
     assert all(torch.equal(a, p) for a, p in zip(before, t.params, strict=True))
+
+
+# class 8: a divergence names the hyperparameter that was out of any sane regime, not always the
+# learning rate. Before: lora_alpha 1e300 and weight_decay 1e308 failed as "try a lower learning_rate"
+# with param learning_rate, though the learning rate was an ordinary one.
+@pytest.mark.parametrize(
+    ("hp", "param", "advice"),
+    [
+        (dict(lora=True, lora_alpha=1e300), "lora_alpha", "lora_alpha 1e+300 / lora_r 8 scales the adapter's output"),
+        (dict(lora=True, weight_decay=1e308), "weight_decay", "weight_decay 1e+308 × learning_rate 0.01 is 1e+306"),
+        (dict(lora=False, weight_decay=1e308), "weight_decay", "weight_decay 1e+308 × learning_rate 0.01"),
+    ],
+)
+def test_class_8_divergence_names_the_extreme_hyperparameter(tmp_path, tiny_dir, splits, hp, param, advice):
+    spec = make_spec(str(tmp_path), tiny_dir, splits[0], None, n_epochs=2, **hp)
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 2, err
+    error = lines[-1]
+    assert (error["type"], error["code"], error["param"]) == ("error", "invalid_hyperparameters", param), error
+    assert error["message"].startswith("training diverged at step 1: ") and advice in error["message"], error
+    assert "try a lower learning_rate" not in error["message"], error
+    assert "checkpoint" not in [m["type"] for m in lines]
+
+
+@pytest.mark.parametrize(
+    ("hp", "param"),
+    [
+        (dict(learning_rate=1e30, weight_decay=0.01), "learning_rate"),  # lr·wd ≥ 1 because of the lr
+        (dict(learning_rate=1e-5, weight_decay=1e3), "learning_rate"),  # lr·wd = 0.01: decay is benign
+        (dict(learning_rate=1e-3, weight_decay=5e3), "weight_decay"),  # lr·wd = 5: the decay overshoots
+        (dict(lora=True, lora_alpha=512.0, lora_r=8), "learning_rate"),  # alpha/r 64: unusual, not extreme
+        (dict(lora=True, lora_alpha=1e6, lora_r=8, learning_rate=1.0), "lora_alpha"),
+        (dict(lora=False, lora_alpha=1e300), "learning_rate"),  # no adapter: lora_alpha is unused
+    ],
+)
+def test_class_8_suspect_weighs_each_hyperparameter_against_its_regime(hp, param):
+    from opentune_trainer.numerics import suspect
+    from opentune_trainer.spec import HParams
+
+    base = dict(batch_size=4, learning_rate=1e-2, n_epochs=1, warmup_ratio=0.0, weight_decay=0.0)
+    base.update(max_grad_norm=1.0, lora=False, lora_r=8, lora_alpha=8.0, lora_dropout=0.0)
+    assert suspect(HParams(**{**base, **hp}))[0] == param
