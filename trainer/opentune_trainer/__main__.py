@@ -67,7 +67,9 @@ def train(spec_path: str) -> int:
     stop_with_parent()
     try:
         from .spec import load_spec
-        from .train import run
+
+        with protocol.phase("starting"):  # importing torch can take a while on a cold disk
+            from .train import run
 
         return run(load_spec(spec_path))
     except protocol.JobError as e:

@@ -2,17 +2,32 @@
 
 `claim_stdout()` moves the process's fd 1 to stderr and keeps a private handle on the real stdout,
 so stray prints (ours, PyTorch's, C extensions') can never corrupt the protocol stream.
+
+The runner kills a trainer that prints nothing for too long as hung (src/runner/trainer-silence.ts).
+Phases without steps that may take long (importing torch, loading, the first step's compile,
+validation, checkpoint and state writes) run inside `phase(...)`: a thread prints a `heartbeat` line
+every OPENTUNE_HEARTBEAT_S seconds meanwhile. Steps get none: a step that takes far longer than the
+slowest before it is what a hang looks like.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _out = sys.stdout
+_lock = threading.Lock()  # the heartbeat thread and the main thread print whole lines
+HEARTBEAT_S = float(os.environ.get("OPENTUNE_HEARTBEAT_S", "10"))
+_phases: list[str] = []  # the long phases the main thread is in, innermost last
+_beating: threading.Thread | None = None
 
 
 class JobError(Exception):
@@ -47,8 +62,51 @@ def line(type_: str, **fields: Any) -> str:
 
 
 def emit(type_: str, **fields: Any) -> None:
-    _out.write(line(type_, **fields) + "\n")
-    _out.flush()
+    text = line(type_, **fields) + "\n"
+    with _lock:
+        _out.write(text)
+        _out.flush()
+
+
+def _beat() -> None:
+    while True:
+        time.sleep(HEARTBEAT_S)
+        if _phases:
+            emit("heartbeat", phase=_phases[-1])
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Heartbeat lines while the block runs (also usable as a decorator)."""
+    global _beating
+    if _beating is None:
+        _beating = threading.Thread(target=_beat, name="heartbeat", daemon=True)
+        _beating.start()
+    _phases.append(name)
+    try:
+        yield
+    finally:
+        _phases.pop()
+
+
+def first_call_phase(name: str) -> Callable:
+    """A decorator: the function's first call runs inside `phase(name)` (the first step compiles)."""
+
+    def wrap(fn: Callable) -> Callable:
+        called = False
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal called
+            if called:
+                return fn(*args, **kwargs)
+            called = True
+            with phase(name):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 def log(message: str, level: str = "info") -> None:

@@ -25,7 +25,7 @@ from .lora import apply_lora
 from .loss import linear_cross_entropy
 from .model import compile_blocks
 from .numerics import check_finite, diverged, is_oom, lr_at, update_overflow
-from .protocol import JobError, emit, log
+from .protocol import JobError, emit, first_call_phase, log, phase
 from .protocol import line as protocol_line
 from .spec import Spec
 
@@ -44,6 +44,7 @@ class Trainer:
         self.saved_step: int | None = None  # step of the state on disk, if any
 
     # ---------------------------------------------------------------- setup
+    @phase("loading")
     def setup(self) -> None:
         spec, hp = self.spec, self.hp
         want = spec.device
@@ -187,6 +188,7 @@ class Trainer:
             correct += c
         return float(loss), float(correct), n_loss
 
+    @first_call_phase("the first step")  # torch.compile, CUDA kernels
     def train_step(self, rows: list[int]) -> dict:
         t0 = time.perf_counter()
         while True:
@@ -327,6 +329,7 @@ class Trainer:
         emit("finished", step=self.step, status="stopped")
         return 3
 
+    @phase("validating and writing a checkpoint")
     def save_checkpoint(self, epoch: int) -> None:
         v = f = (None, None)
         if self.valid_split is not None:
@@ -371,6 +374,7 @@ class Trainer:
         os.replace(tmp, out + ".json")
         emit("checkpoint", **fields)
 
+    @phase("writing resumable state")
     def save_state(self) -> None:
         trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         payload = {

@@ -6,6 +6,9 @@ import pytest
 # before anything imports torch (see opentune_trainer/__init__.py: spinning OpenMP threads make
 # torch 2.x on 2 cores ~20× slower)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# tests that check the exact sequence of protocol lines get no heartbeat lines in a slow phase on a
+# loaded machine; test_heartbeat.py sets its own interval
+os.environ.setdefault("OPENTUNE_HEARTBEAT_S", "3600")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the trainer/ folder: import opentune_trainer
