@@ -14,8 +14,9 @@ import { failJob, moveJob } from '../fine-tuning/jobs.service.js'
 import { getJobById, updateJobIf, type JobRow } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
 import { projectName } from '../projects/keys.store.js'
-import { classifyExit } from './exit.js'
+import { classifyExit, type ExitFacts } from './exit.js'
 import { modelDirForTraining } from './model-weights.js'
+import { oomKillCount, oomKilledBetween } from './oom-kills.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
@@ -64,6 +65,7 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, model, dir), null, 2))
     lines = new TrainerLines(ctx, job, await projectName(ctx.db, job.project_id), join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
     const handler = lines
+    const oomBefore = await oomKillCount() // a SIGKILL is the OOM killer's only if this count rises
     const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
     trainer = startTrainer(argv, {
       env: trainerEnv(ctx.config),
@@ -72,8 +74,9 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     })
     if (stopReason) trainer.stop(stopReason === 'cancelled' ? Math.min(grace, 5000) : grace) // asked for before it started
     const exit = await trainer.exited
+    const facts: ExitFacts = { oomKilled: oomKilledBetween(oomBefore, await oomKillCount()), lora: job.hyperparameters.lora }
     await handler.drained()
-    await finish(ctx, job, { exit, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
+    await finish(ctx, job, { exit, facts, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
   } finally {
     unwatch()
     shutdown.removeEventListener('abort', onShutdown)
@@ -145,6 +148,7 @@ function watchJob (ctx: AppContext, job: JobRow, opts: TrainOptions, log: Fastif
 
 interface FinishInput {
   exit: Awaited<ReturnType<typeof startTrainer>['exited']>
+  facts: ExitFacts
   stopReason: StopReason | null
   errorLine: Extract<TrainerLine, { type: 'error' }> | null
   metricsLog: string
@@ -176,7 +180,7 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
     await releaseJob(ctx.db, job.id, f.runnerId) // also when it was still queued
     return
   }
-  const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python)
+  const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python, f.facts)
   let ended: boolean // moved to succeeded or failed
   if (outcome.ok) {
     const last = await lastCheckpointName(ctx.db, job.id)
