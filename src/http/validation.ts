@@ -103,6 +103,14 @@ function literal (allowed: unknown[], input: unknown): Described {
   return { msg: `Input should be ${expected}`, type: 'literal_error', input, ctx: { expected } }
 }
 
+/**
+ * A number in a JSON body that JSON.parse read as ±Infinity (`1e309`), worded as pydantic words a float
+ * field without inf/nan. `input` is the value's name: JSON has no literal that would carry it back.
+ */
+export function notFiniteIssue ({ path, value }: { path: Array<string | number>, value: number }): ValidationIssue {
+  return { loc: ['body', ...path], msg: 'Input should be a finite number', type: 'finite_number', input: String(value) }
+}
+
 /** Fastify's validation error → our 422 ApiError. */
 export function validationError (err: { validation?: ErrorObject[], validationContext?: string }, data: unknown) {
   return errors.validation(toIssues(err.validation ?? [], err.validationContext ?? 'body', data))
