@@ -59,7 +59,7 @@ export interface JobTable {
   fine_tuned_model: string | null
   locked_by: string | null // runner holding the job
   locked_until: number | null // ms since epoch; past = free to claim
-  attempts: Generated<number> // how many times a runner has started training it
+  attempts: Generated<number> // runners' starts of its training since one last saved new state
 }
 
 export interface EventTable {

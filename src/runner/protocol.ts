@@ -10,6 +10,8 @@ export type TrainerLine =
   | { type: 'log', level: 'info' | 'warn' | 'error', message: string }
   | { type: 'error', code: string, message: string, param?: string | null }
   | { type: 'finished', step: number, status: 'succeeded' | 'stopped' }
+  // alive, in a long phase without steps (loading, compiling, validating, writing): trainer-silence.ts
+  | { type: 'heartbeat', phase?: string }
 
 const REQUIRED: Record<TrainerLine['type'], Record<string, 'number' | 'string' | 'object'>> = {
   started: { total_steps: 'number', start_step: 'number' },
@@ -19,6 +21,7 @@ const REQUIRED: Record<TrainerLine['type'], Record<string, 'number' | 'string' |
   log: { message: 'string' },
   error: { code: 'string', message: 'string' },
   finished: { step: 'number', status: 'string' },
+  heartbeat: {},
 }
 
 export function parseTrainerLine (line: string): TrainerLine | null {

@@ -22,6 +22,7 @@ import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
 import { publishMetricsCsv } from './results.js'
 import { startTrainer, type TrainerProcess } from './trainer-process.js'
+import { watchSilence, type SilenceWatch } from './trainer-silence.js'
 import { trainerEnv } from './trainer-env.js'
 
 export interface TrainOptions {
@@ -34,17 +35,22 @@ export interface TrainOptions {
   pollMs?: number
 }
 
-const MAX_ATTEMPTS = 5 // claims that did not end the job: lease takeovers and retries (not shutdowns)
+// Claims in a row that did not end the job and saved no new state (lease takeovers after a crash,
+// retries, hung trainers; not shutdowns): an attempt that saves state resets the count
+// (trainer-lines.ts), so a long job survives any number of crashes as long as each one progressed.
+const MAX_ATTEMPTS = 5
 
 // cancelled: by the user · shutdown: this runner is stopping · lost: another runner took the job ·
-// retry: what the trainer reported could not be stored (disk, database): resume later from state
-type StopReason = 'cancelled' | 'shutdown' | 'lost' | 'retry'
+// retry: what the trainer reported could not be stored (disk, database): resume later from state ·
+// silent: the trainer printed nothing for too long (trainer-silence.ts): killed, resumed from state
+type StopReason = 'cancelled' | 'shutdown' | 'lost' | 'retry' | 'silent'
 
 export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions, shutdown: AbortSignal): Promise<void> {
   const log = opts.log.child({ jobId: job.id })
   let trainer: TrainerProcess | null = null
   let stopReason: StopReason | null = null
   let lines: TrainerLines | null = null
+  let silence: SilenceWatch | null = null
   const grace = opts.stopGraceMs ?? 10_000
   const stop = (reason: StopReason, graceMs: number) => { stopReason ??= reason; trainer?.stop(graceMs) }
   const onShutdown = () => stop('shutdown', grace)
@@ -65,19 +71,25 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, model, dir), null, 2))
     lines = new TrainerLines(ctx, job, await projectName(ctx.db, job.project_id), join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
     const handler = lines
+    const silentAfter = ctx.config.trainerSilenceSeconds * 1000
+    // SIGKILL at once: a stopped process acts on no SIGTERM until SIGCONT, a hung one not at all
+    silence = watchSilence(silentAfter, (ms) => { log.warn({ silentMs: ms }, 'trainer silent: killing it'); stop('silent', 0) })
+    const heard = silence
     const oomBefore = await oomKillCount() // a SIGKILL is the OOM killer's only if this count rises
     const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
     trainer = startTrainer(argv, {
       env: trainerEnv(ctx.config),
-      onLine: (line) => { handler.push(line) },
+      onLine: (line) => { heard.heard(line); handler.push(line) },
       onOther: (text, stream) => log.debug({ stream }, text),
     })
     if (stopReason) trainer.stop(stopReason === 'cancelled' ? Math.min(grace, 5000) : grace) // asked for before it started
     const exit = await trainer.exited
     const facts: ExitFacts = { oomKilled: oomKilledBetween(oomBefore, await oomKillCount()), lora: job.hyperparameters.lora }
     await handler.drained()
-    await finish(ctx, job, { exit, facts, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
+    const attempt = { savedNewState: handler.savedNewState, silentMs: heard.firedAfterMs }
+    await finish(ctx, job, { ...attempt, exit, facts, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
   } finally {
+    silence?.stop()
     unwatch()
     shutdown.removeEventListener('abort', onShutdown)
   }
@@ -96,7 +108,9 @@ interface ModelFolders {
 /** What the trainer loads, or null once the job has been failed with a reason a user can act on. */
 async function modelDirOrFail (ctx: AppContext, job: JobRow): Promise<ModelFolders | null> {
   if (job.attempts > MAX_ATTEMPTS) {
-    await failJob(ctx.db, job.id, { code: 'internal_error', message: `Training was interrupted ${MAX_ATTEMPTS} times; giving up.`, param: null })
+    const message = `Training was interrupted ${MAX_ATTEMPTS} times in a row without saving new progress ` +
+      '(the service restarted or lost the job, or the trainer hung; the events say more); giving up.'
+    await failJob(ctx.db, job.id, { code: 'internal_error', message, param: null })
     return null
   }
   const base = ctx.models.find(rootBaseId(job.model))
@@ -154,6 +168,8 @@ interface FinishInput {
   metricsLog: string
   dir: string
   lastStep: number
+  savedNewState: boolean // this attempt saved state past where it started
+  silentMs: number | null // how long the trainer had printed nothing when it was killed as hung
   runnerId: string
   log: FastifyBaseLogger
 }
@@ -168,17 +184,8 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
     await rm(f.dir, { recursive: true, force: true })
     return
   }
-  if (f.stopReason === 'shutdown' || f.stopReason === 'retry') {
-    // Back to the queue: the next runner (this machine or another) resumes from the saved state.
-    // A shutdown is not the job's doing, so it does not count as an attempt.
-    const why = f.stopReason === 'shutdown'
-      ? 'the service is shutting down'
-      : 'storing its progress failed (the service log has details)'
-    await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...(f.stopReason === 'shutdown' ? { attempts: Math.max(0, job.attempts - 1) } : {}) }, {
-      message: `Training paused at step ${f.lastStep}: ${why}. It resumes from its saved state when a runner is available.`,
-    })
-    await releaseJob(ctx.db, job.id, f.runnerId) // also when it was still queued
-    return
+  if (f.stopReason === 'shutdown' || f.stopReason === 'retry' || f.stopReason === 'silent') {
+    return await requeue(ctx, job, f, f.stopReason)
   }
   const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python, f.facts)
   let ended: boolean // moved to succeeded or failed
@@ -209,6 +216,32 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
   // (its event, the lease let go), whatever the trainer's exit.
   if (!ended && (await getJobById(ctx.db, job.id))?.status === 'cancelled') return await finish(ctx, job, { ...f, stopReason: 'cancelled' })
   await rm(f.dir, { recursive: true, force: true })
+}
+
+/** Back to the queue: the next runner (this machine or another) resumes from the saved state. */
+async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 'shutdown' | 'retry' | 'silent') {
+  const why = {
+    shutdown: 'the service is shutting down',
+    retry: 'storing its progress failed (the service log has details)',
+    silent: `the trainer printed nothing for ${Math.round((f.silentMs ?? 0) / 1000)} s (hung or stopped), so it was killed`,
+  }[reason]
+  if (reason === 'silent' && !f.savedNewState && job.attempts >= MAX_ATTEMPTS) {
+    // the last attempt the limit allows: fail now, saying why, rather than at the next claim
+    const message = `Training stopped at step ${f.lastStep}: ${why}, ${MAX_ATTEMPTS} attempts in a row without ` +
+      'saving new progress; giving up. The service log has details.'
+    await failJob(ctx.db, job.id, { code: 'internal_error', message, param: null })
+    await releaseJob(ctx.db, job.id, f.runnerId)
+    await rm(f.dir, { recursive: true, force: true })
+    return
+  }
+  // A shutdown is not the job's doing, so it does not count as an attempt (nor does one that
+  // saved new state: the count was reset to 0 then).
+  const attempts = reason === 'shutdown' ? { attempts: f.savedNewState ? 0 : Math.max(0, job.attempts - 1) } : {}
+  await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...attempts }, {
+    level: reason === 'silent' ? 'warn' : 'info',
+    message: `Training paused at step ${f.lastStep}: ${why}. It resumes from its saved state when a runner is available.`,
+  })
+  await releaseJob(ctx.db, job.id, f.runnerId) // also when it was still queued
 }
 
 function trainerSpec (ctx: AppContext, job: JobRow, model: ModelFolders, dir: string) {

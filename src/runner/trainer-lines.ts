@@ -22,6 +22,7 @@ export class TrainerLines {
   failure: unknown = null // a line whose effects could not be stored: the attempt must not go on
   quiet = false // set once the job is cancelled: no more progress is reported
   lastStep: number // the last step already reported (before an interruption too)
+  savedNewState = false // this attempt saved state past the step it started from: it made progress
   #tokens: number
   #lastWrite = 0
   #startedAt = Date.now()
@@ -68,9 +69,23 @@ export class TrainerLines {
         this.errorLine = line
         return
       case 'state_saved':
+        this.log.info({ line }, 'trainer')
+        return await this.#onStateSaved(line)
       case 'finished':
         this.log.info({ line }, 'trainer')
+        break
+      case 'heartbeat': // only a sign of life (trainer-silence.ts)
     }
+  }
+
+  /**
+   * Only attempts that make no progress count towards the limit (train-job.ts): once this one has
+   * saved state past where it started, the interruptions before it are forgotten.
+   */
+  async #onStateSaved (line: Line<'state_saved'>): Promise<void> {
+    if (this.savedNewState || line.step <= this.#firstStep) return
+    this.savedNewState = true
+    await updateJob(this.ctx.db, this.job.id, { attempts: 0 })
   }
 
   async #onStarted (line: Line<'started'>): Promise<void> {
