@@ -47,6 +47,10 @@ export const errors = {
     'Incorrect or revoked API key provided.'),
   projectNotFound: (id: string) => new ApiError(404, INVALID, 'project_not_found',
     `No project found with id '${shown(id)}'.`, 'ai_project_id'),
+  // `?ai_project_id=a&ai_project_id=b`: which one is meant cannot be known, so no route picks one;
+  // worded as pydantic answers a list where a str goes (what the jobs routes' schemas said already).
+  repeatedQuery: (name: string, values: unknown[]) => fieldError(['query', name], 'Input should be a valid string',
+    'string_type', values),
   fileNotFound: (id: string) => new ApiError(404, INVALID, 'file_not_found',
     `No file found with id '${shown(id)}'.`, 'file_id'),
   jobNotFound: (id: string) => new ApiError(404, INVALID, 'job_not_found',

@@ -8,6 +8,7 @@ import pg from 'pg'
 import type { Config } from '../config.js'
 import type { Database } from './database.js'
 import { migrateToLatest } from './migrations.js'
+import { withStorableText } from './storable-text.js'
 
 export type Dialect = 'sqlite' | 'postgres'
 
@@ -39,7 +40,8 @@ function openSqlite (dataDir: string): Store {
   sqlite.pragma('synchronous = NORMAL') // with WAL: durable across process crashes, one fsync per checkpoint
   sqlite.pragma('busy_timeout = 5000') // a runner process may hold the write lock briefly
   sqlite.pragma('foreign_keys = ON')
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: reusingStatements(sqlite) }) })
+  const dialect = withStorableText(new SqliteDialect({ database: reusingStatements(sqlite) }))
+  const db = new Kysely<Database>({ dialect })
   return { db, dialect: 'sqlite', close: () => db.destroy() }
 }
 
@@ -85,6 +87,6 @@ async function openPostgres (url: string, schema: string | null): Promise<Store>
     types: pgTypes,
     ...(schema ? { options: `-c search_path="${schema}"` } : {}),
   })
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  const db = new Kysely<Database>({ dialect: withStorableText(new PostgresDialect({ pool })) })
   return { db, dialect: 'postgres', close: () => db.destroy() }
 }

@@ -41,7 +41,10 @@ function makeAuthenticator (db: Kysely<Database>): (request: FastifyRequest) => 
     if (projectId === null) throw errors.invalidApiKey()
     request.projectId = projectId
     const asked = (request.query as Record<string, unknown> | undefined)?.ai_project_id
-    // A project id that is not the key's own answers like one that does not exist.
+    // One rule for every /v1 route, here and not in each route's schema (routes without a query
+    // schema let a repeated one through unchecked): repeated → 422, whatever the values; a project
+    // id that is not the key's own → 404, as one that does not exist.
+    if (Array.isArray(asked)) throw errors.repeatedQuery('ai_project_id', asked)
     if (typeof asked === 'string' && asked !== '' && asked !== projectId) throw errors.projectNotFound(asked)
   }
   return (request) => {
