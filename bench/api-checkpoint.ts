@@ -152,7 +152,15 @@ async function seedCheckpoint (base: string, key: string, env: Record<string, st
       jobId: job.id,
       stepNumber: 88,
       fineTunedModelCheckpoint: `ft:opentune/tiny-llama:bench:bench:${job.id}:ckpt-step-88`,
-      metrics: { step: 88, train_loss: 0.478, train_mean_token_accuracy: 0.924, valid_loss: 0.512, valid_mean_token_accuracy: 0.9, full_valid_loss: 0.567, full_valid_mean_token_accuracy: 0.894 },
+      metrics: {
+        step: 88,
+        train_loss: 0.478,
+        train_mean_token_accuracy: 0.924,
+        valid_loss: 0.512,
+        valid_mean_token_accuracy: 0.9,
+        full_valid_loss: 0.567,
+        full_valid_mean_token_accuracy: 0.894,
+      },
       resultFiles: [`file-${randomUUID()}`, `file-${randomUUID()}`],
     })
     return `/v1/fine_tuning/jobs/${job.id}/checkpoints/${ckpt.id}`
@@ -161,12 +169,25 @@ async function seedCheckpoint (base: string, key: string, env: Record<string, st
   }
 }
 
-async function load (target: Target, headers: Record<string, string>, connections: number, duration: number): Promise<Sample> {
+async function load (
+  target: Target,
+  headers: Record<string, string>,
+  connections: number,
+  duration: number
+): Promise<Sample> {
   const cpuBefore = cpuTicks(target.pid)
   const result = await autocannon({ url: target.url, connections, duration, headers })
   const cpuAfter = cpuTicks(target.pid)
-  const cpuUs = cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) * 1e6 / CLOCK_TICKS / result.requests.total
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts, cpuUs }
+  const cpuUs = cpuBefore === null || cpuAfter === null
+    ? null
+    : (cpuAfter - cpuBefore) * 1e6 / CLOCK_TICKS / result.requests.total
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.non2xx + result.timeouts,
+    cpuUs,
+  }
 }
 
 // The server's own CPU time (user + system, /proc/<pid>/stat) per request: steadier than req/s on

@@ -21,7 +21,15 @@ import { prepareDataset } from '../src/data/index.js'
 
 const root = resolve(import.meta.dirname, '..')
 
-interface RunResult { tokens: number, examples: number, rows: number, seconds: number, cpuSeconds: number, loadSeconds: number, peakRssMb: number }
+interface RunResult {
+  tokens: number
+  examples: number
+  rows: number
+  seconds: number
+  cpuSeconds: number
+  loadSeconds: number
+  peakRssMb: number
+}
 
 function exampleRow (i: number): string {
   const a = (i * 7) % 97

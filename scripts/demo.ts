@@ -31,7 +31,15 @@ async function main (): Promise<void> {
       training_file: training.id,
       validation_file: validation.id,
       // Nebius hyperparameters; a random-initialised tiny model needs a far larger learning rate than a real one.
-      hyperparameters: { n_epochs: 3, batch_size: 8, learning_rate: 3e-3, lora: true, lora_r: 16, lora_alpha: 32, packing: false } as never,
+      hyperparameters: {
+        n_epochs: 3,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        lora: true,
+        lora_r: 16,
+        lora_alpha: 32,
+        packing: false,
+      } as never,
       suffix: 'demo',
     })
     console.log(`created ${job.id}\n`)
@@ -75,7 +83,9 @@ const fmt = (v: number | null | undefined) => (typeof v === 'number' ? v.toFixed
 
 /** A small terminal chart: one column per step (downsampled to 60), 12 rows. */
 function plot (values: number[], height = 12, width = 60): string {
-  const cols = values.length <= width ? values : Array.from({ length: width }, (_, i) => values[Math.floor(i * values.length / width)] ?? 0)
+  const cols = values.length <= width
+    ? values
+    : Array.from({ length: width }, (_, i) => values[Math.floor(i * values.length / width)] ?? 0)
   const lo = Math.min(...cols)
   const hi = Math.max(...cols)
   const rows: string[] = []

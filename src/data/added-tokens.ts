@@ -29,7 +29,12 @@ export async function readAddedTokens (tokenizerPath: string): Promise<AddedToke
   const tokens = raw.filter(isObject).flatMap((entry): AddedToken[] => {
     if (typeof entry.id !== 'number' || typeof entry.content !== 'string') return []
     const plain = entry.lstrip !== true && entry.rstrip !== true && entry.single_word !== true
-    return [{ id: entry.id, content: entry.content, special: entry.special === true, plain: plain && entry.normalized !== true }]
+    return [{
+      id: entry.id,
+      content: entry.content,
+      special: entry.special === true,
+      plain: plain && entry.normalized !== true,
+    }]
   })
   // serde writes the top-level keys in a fixed order: "normalizer" follows "added_tokens".
   const normalizer = /"normalizer"\s*:\s*(null)?/.exec(text.slice(end, end + 4096))

@@ -53,8 +53,17 @@ export class ChatRenderer {
     return named ?? templates.values().next().value as Template
   }
 
-  private renderWith (template: Template, example: ChatExample, messages: TemplateMessage[], addGenerationPrompt: boolean): string {
-    const context: Record<string, unknown> = { ...this.model.specialTokenVars, messages, add_generation_prompt: addGenerationPrompt }
+  private renderWith (
+    template: Template,
+    example: ChatExample,
+    messages: TemplateMessage[],
+    addGenerationPrompt: boolean
+  ): string {
+    const context: Record<string, unknown> = {
+      ...this.model.specialTokenVars,
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+    }
     if (example.tools !== undefined) context.tools = example.tools
     try {
       return template.render(context)
@@ -71,7 +80,9 @@ export class ChatRenderer {
       const probe: TemplateMessage[] = [{ role: 'user', content: 'ping' }]
       const without = this.renderWith(template, example, probe, false)
       const withPrompt = this.renderWith(template, example, probe, true)
-      if (withPrompt.length > without.length && withPrompt.startsWith(without)) header = withPrompt.slice(without.length)
+      if (withPrompt.length > without.length && withPrompt.startsWith(without)) {
+        header = withPrompt.slice(without.length)
+      }
     } catch {
       header = null
     }
@@ -81,7 +92,9 @@ export class ChatRenderer {
 
   private spansFromHeaders (text: string, example: ChatExample, header: string): Span[] | null {
     const starts: number[] = []
-    for (let at = text.indexOf(header); at !== -1; at = text.indexOf(header, at + header.length)) starts.push(at + header.length)
+    for (let at = text.indexOf(header); at !== -1; at = text.indexOf(header, at + header.length)) {
+      starts.push(at + header.length)
+    }
     const assistants = example.messages.flatMap((message, k) => message.role === 'assistant' ? [k] : [])
     if (starts.length !== assistants.length) return null
     const spans: Span[] = []

@@ -4,7 +4,14 @@ import { formatProblems, ModelFolderError, prepareDataset, type PrepareResult } 
 
 const USAGE = 'usage: opentune data check <file.jsonl> --model-dir <dir> [--context-length N] [--no-packing] [--batch-size N] [--json]'
 
-interface CheckArgs { file: string, modelDir: string, contextLength: number, packing: boolean, batchSize: number, json: boolean }
+interface CheckArgs {
+  file: string
+  modelDir: string
+  contextLength: number
+  packing: boolean
+  batchSize: number
+  json: boolean
+}
 
 /**
  * `opentune data check`: validates a dataset against a model exactly as a job would, and prints

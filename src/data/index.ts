@@ -80,10 +80,26 @@ export async function prepareDataset (options: PrepareDatasetOptions): Promise<P
   const output = options.outDir ? await SplitOutput.create(options.outDir, options.split, options.maxShardTokens) : null
   try {
     const problems = new ProblemCollector()
-    const packer = new RowPacker(seqLen, options.packing, output === null ? () => {} : (row) => output.writer.writeRow(row))
-    const preparer = await useWorkerThread(options) ? workerPreparer(prepareModelInfo(model)) : inlinePreparer(prepareModelInfo(model), model.chatTemplates)
-    const pipeline = new DatasetPipeline(model, preparer, { seqLen, requestedContextLength: options.contextLength }, packer, problems)
-    const lines = readJsonlLines(options.path, { maxLineBytes: options.maxLineBytes, chunkBytes: 256 * 1024, signal: options.signal })
+    const packer = new RowPacker(
+      seqLen,
+      options.packing,
+      output === null ? () => {} : (row) => output.writer.writeRow(row)
+    )
+    const preparer = await useWorkerThread(options)
+      ? workerPreparer(prepareModelInfo(model))
+      : inlinePreparer(prepareModelInfo(model), model.chatTemplates)
+    const pipeline = new DatasetPipeline(
+      model,
+      preparer,
+      { seqLen, requestedContextLength: options.contextLength },
+      packer,
+      problems
+    )
+    const lines = readJsonlLines(options.path, {
+      maxLineBytes: options.maxLineBytes,
+      chunkBytes: 256 * 1024,
+      signal: options.signal,
+    })
     try {
       await pipeline.run(lines, options.signal)
     } finally {

@@ -68,7 +68,13 @@ export class RowPacker {
   }
 
   private openRow (): OpenRow {
-    const row = this.spare.pop() ?? { tokens: new Int32Array(this.seqLen), targets: new Int32Array(this.seqLen), docLengths: [], used: 0, lossTokens: 0 }
+    const row = this.spare.pop() ?? {
+      tokens: new Int32Array(this.seqLen),
+      targets: new Int32Array(this.seqLen),
+      docLengths: [],
+      used: 0,
+      lossTokens: 0,
+    }
     this.open.push(row)
     return row
   }
@@ -91,7 +97,12 @@ export class RowPacker {
   private close (row: OpenRow): void {
     this.open.splice(this.open.indexOf(row), 1)
     this.rows++
-    this.sink({ tokens: row.tokens.subarray(0, row.used), targets: row.targets.subarray(0, row.used), docLengths: row.docLengths, lossTokens: row.lossTokens })
+    this.sink({
+      tokens: row.tokens.subarray(0, row.used),
+      targets: row.targets.subarray(0, row.used),
+      docLengths: row.docLengths,
+      lossTokens: row.lossTokens,
+    })
     row.used = 0
     row.lossTokens = 0
     row.docLengths = []

@@ -45,7 +45,8 @@ export class DatasetPipeline {
     const inFlight: Array<Promise<void>> = []
     for await (const items of chunks) {
       signal?.throwIfAborted()
-      const tokenized = this.preparer.prepare(items).then(async (batch) => ({ batch, docs: await tokenizePlans(this.model, batch.plans) }))
+      const tokenized = this.preparer.prepare(items)
+        .then(async (batch) => ({ batch, docs: await tokenizePlans(this.model, batch.plans) }))
       // Chained at once so a failure is never an unhandled rejection; finishes stay in line order.
       finished = Promise.all([finished, tokenized]).then(([, { batch, docs }]) => this.finish(batch, docs))
       finished.catch(() => {})

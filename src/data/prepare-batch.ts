@@ -23,8 +23,26 @@ export interface PrepareModelInfo {
 }
 
 export function prepareModelInfo (model: ModelTokenizer): PrepareModelInfo {
-  const { vocabSize, specialTokens, chatTemplateSource, specialTokenVars, eosToken, eosId, sequencePrefixIds, sequenceSuffixIds } = model
-  return { vocabSize, specialTokens, chatTemplateSource, specialTokenVars, eosToken, eosId, sequencePrefixIds, sequenceSuffixIds }
+  const {
+    vocabSize,
+    specialTokens,
+    chatTemplateSource,
+    specialTokenVars,
+    eosToken,
+    eosId,
+    sequencePrefixIds,
+    sequenceSuffixIds,
+  } = model
+  return {
+    vocabSize,
+    specialTokens,
+    chatTemplateSource,
+    specialTokenVars,
+    eosToken,
+    eosId,
+    sequencePrefixIds,
+    sequenceSuffixIds,
+  }
 }
 
 export interface PreparedBatch {
@@ -43,7 +61,10 @@ export class BatchPreparer {
   private renderer: ChatRenderer | null = null
   private readonly validation: ValidationContext
 
-  constructor (private readonly info: PrepareModelInfo, private readonly templates = parseChatTemplates(info.chatTemplateSource)) {
+  constructor (
+    private readonly info: PrepareModelInfo,
+    private readonly templates = parseChatTemplates(info.chatTemplateSource)
+  ) {
     this.validation = { vocabSize: info.vocabSize, findSpecialToken: makeSpecialTokenFinder(info.specialTokens) }
   }
 
@@ -88,7 +109,11 @@ export class BatchPreparer {
       this.stopped = true
       throw new ExampleError('the file is in the chat format but the model has no chat template (tokenizer_config.json "chat_template"); use the text, prompt/completion or token_ids format')
     }
-    this.renderer = new ChatRenderer({ chatTemplates: this.templates, specialTokenVars: this.info.specialTokenVars, eosToken: this.info.eosToken })
+    this.renderer = new ChatRenderer({
+      chatTemplates: this.templates,
+      specialTokenVars: this.info.specialTokenVars,
+      eosToken: this.info.eosToken,
+    })
   }
 
   private plan (example: Exclude<DatasetExample, { format: 'pretokenized' }>): TokenPlan {
@@ -102,9 +127,21 @@ export class BatchPreparer {
       // Raw formats get what the tokenizer's post-processor adds (Llama: BOS) and EOS at the end.
       case 'prompt_completion': {
         const text = example.prompt + example.completion
-        return { line, text, spans: [[example.prompt.length, text.length]], prefixIds: this.info.sequencePrefixIds, suffixIds: eos }
+        return {
+          line,
+          text,
+          spans: [[example.prompt.length, text.length]],
+          prefixIds: this.info.sequencePrefixIds,
+          suffixIds: eos,
+        }
       }
-      case 'text': return { line, text: example.text, spans: [[0, example.text.length]], prefixIds: this.info.sequencePrefixIds, suffixIds: eos }
+      case 'text': return {
+        line,
+        text: example.text,
+        spans: [[0, example.text.length]],
+        prefixIds: this.info.sequencePrefixIds,
+        suffixIds: eos,
+      }
     }
   }
 }

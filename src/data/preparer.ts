@@ -13,7 +13,10 @@ export interface Preparer {
   close: () => Promise<void>
 }
 
-export function inlinePreparer (info: PrepareModelInfo, templates?: ConstructorParameters<typeof BatchPreparer>[1]): Preparer {
+export function inlinePreparer (
+  info: PrepareModelInfo,
+  templates?: ConstructorParameters<typeof BatchPreparer>[1]
+): Preparer {
   const preparer = new BatchPreparer(info, templates)
   return {
     prepare: async (items) => preparer.prepare(items),

@@ -41,12 +41,19 @@ export class SegmentTokenizer {
     const separator = tokens.find((token) => token.special) ?? tokens[0]
     if (separator === undefined) return null
     const idOf = new Map(tokens.map((token) => [token.content, token.id]))
-    const candidate = new SegmentTokenizer(tokenizer, new AddedTokenMatcher([...idOf.keys()]), idOf, separator.content, separator.id)
+    const candidate = new SegmentTokenizer(
+      tokenizer,
+      new AddedTokenMatcher([...idOf.keys()]),
+      idOf,
+      separator.content,
+      separator.id
+    )
     return await candidate.isExact() ? candidate : null
   }
 
   private async isExact (): Promise<boolean> {
-    const encode = async (text: string): Promise<number[]> => (await this.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds()
+    const encode = async (text: string): Promise<number[]> =>
+      (await this.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds()
     const sep = this.separator
     for (const probe of PROBES) {
       const alone = await encode(probe)

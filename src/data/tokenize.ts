@@ -19,10 +19,16 @@ interface Run { ids: readonly number[], trained: boolean }
 /** Tokenizes a batch of plans: one native call spread over all cores. */
 export async function tokenizePlans (model: ModelTokenizer, plans: readonly TokenPlan[]): Promise<TokenizedDoc[]> {
   if (plans.length === 0) return []
-  const bodies = model.segmenter === null ? await runsFromWholeTexts(model, plans) : await runsFromPieces(model.segmenter, plans)
+  const bodies = model.segmenter === null
+    ? await runsFromWholeTexts(model, plans)
+    : await runsFromPieces(model.segmenter, plans)
   return plans.map((plan, i) => {
     const runs = trimDuplicateMarkers(bodies[i] as Run[], plan, model)
-    return assembleDoc(plan.line, [{ ids: runs.prefix, trained: false }, ...runs.body, { ids: runs.suffix, trained: true }])
+    return assembleDoc(plan.line, [
+      { ids: runs.prefix, trained: false },
+      ...runs.body,
+      { ids: runs.suffix, trained: true },
+    ])
   })
 }
 
@@ -65,7 +71,8 @@ async function runsFromWholeTexts (model: ModelTokenizer, plans: readonly TokenP
     const encoding = encodings[i] as { getIds: () => number[], getOffsets: () => number[][] }
     const ids = encoding.getIds()
     const offsets = encoding.getOffsets()
-    const spans = plan.spans.map(([start, end]) => [codePointIndex(plan.text, start), codePointIndex(plan.text, end)] as const)
+    const spans = plan.spans.map(([start, end]) =>
+      [codePointIndex(plan.text, start), codePointIndex(plan.text, end)] as const)
     return ids.map((id, t) => {
       const start = (offsets[t] as number[])[0] as number
       return { ids: [id], trained: spans.some(([s, e]) => start >= s && start < e) }
@@ -84,11 +91,19 @@ function codePointIndex (text: string, utf16Index: number): number {
 }
 
 /** Raw text that already starts with BOS (or ends with EOS) must not get a second one. */
-function trimDuplicateMarkers (body: Run[], plan: TokenPlan, model: ModelTokenizer): { prefix: readonly number[], body: Run[], suffix: readonly number[] } {
+function trimDuplicateMarkers (
+  body: Run[],
+  plan: TokenPlan,
+  model: ModelTokenizer
+): { prefix: readonly number[], body: Run[], suffix: readonly number[] } {
   const first = body.find((run) => run.ids.length > 0)?.ids[0]
   const last = body.findLast((run) => run.ids.length > 0)?.ids.at(-1)
-  const prefix = plan.prefixIds.length === 1 && plan.prefixIds[0] === first && first === model.bosId ? [] : plan.prefixIds
-  const suffix = plan.suffixIds.length === 1 && plan.suffixIds[0] === last && last === model.eosId ? [] : plan.suffixIds
+  const prefix = plan.prefixIds.length === 1 && plan.prefixIds[0] === first && first === model.bosId
+    ? []
+    : plan.prefixIds
+  const suffix = plan.suffixIds.length === 1 && plan.suffixIds[0] === last && last === model.eosId
+    ? []
+    : plan.suffixIds
   return { prefix, body, suffix }
 }
 
@@ -114,7 +129,11 @@ export function assembleDoc (line: number, runs: readonly Run[]): TokenizedDoc {
 }
 
 /** Pretokenized rows: labels (HF-aligned, -100 = masked) shift by one; without labels every next token is a target. */
-export function pretokenizedDoc (line: number, tokenIds: readonly number[], labels: readonly number[] | null): TokenizedDoc {
+export function pretokenizedDoc (
+  line: number,
+  tokenIds: readonly number[],
+  labels: readonly number[] | null
+): TokenizedDoc {
   const tokens = Int32Array.from(tokenIds)
   const targets = new Int32Array(tokens.length).fill(IGNORE_INDEX)
   const source = labels ?? tokenIds

@@ -42,7 +42,11 @@ function checkLastMessage (messages: TemplateMessage[]): void {
   }
 }
 
-function validateMessage (raw: unknown, path: string, context: ValidationContext): { message: TemplateMessage, weight: number | undefined } {
+function validateMessage (
+  raw: unknown,
+  path: string,
+  context: ValidationContext
+): { message: TemplateMessage, weight: number | undefined } {
   if (!isObject(raw)) throw new ExampleError(`${path} must be an object (got ${describeValue(raw)})`, path)
   const role = raw.role
   if (typeof role !== 'string' || !ROLE_SET.has(role)) {

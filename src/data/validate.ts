@@ -47,7 +47,12 @@ export function missingFieldsMessage (format: DatasetFormat | null): string {
   return 'expected one of the dataset formats: {"messages": […]}, {"prompt": …, "completion": …}, {"text": …} or {"token_ids": […]}'
 }
 
-export function validateRecord (record: JsonObject, format: DatasetFormat, line: number, context: ValidationContext): DatasetExample {
+export function validateRecord (
+  record: JsonObject,
+  format: DatasetFormat,
+  line: number,
+  context: ValidationContext
+): DatasetExample {
   switch (format) {
     case 'chat': return validateChat(record, line, context)
     case 'prompt_completion': return {

@@ -21,7 +21,9 @@ export interface Store {
 type StoreConfig = Pick<Config, 'dataDir' | 'databaseUrl' | 'databaseSchema'>
 
 export async function openStore (config: StoreConfig, opts: { migrate?: boolean } = {}): Promise<Store> {
-  const store = config.databaseUrl ? await openPostgres(config.databaseUrl, config.databaseSchema) : openSqlite(config.dataDir)
+  const store = config.databaseUrl
+    ? await openPostgres(config.databaseUrl, config.databaseSchema)
+    : openSqlite(config.dataDir)
   if (opts.migrate !== false) {
     try {
       await migrateToLatest(store.db, store.dialect, config.databaseUrl ? config.databaseSchema : null)

@@ -41,9 +41,16 @@ export function makeModelCatalog (modelsDir: string, builtinModelsDir: string, s
     const config = join(dir, 'config.json')
     if (!existsSync(config)) return undefined
     const unsupported = unsupportedReason(support, config)
-    return { id, dir, builtin: false, createdAt: Math.floor(statSync(config).mtimeMs / 1000), ...(unsupported ? { unsupported } : {}) }
+    return {
+      id,
+      dir,
+      builtin: false,
+      createdAt: Math.floor(statSync(config).mtimeMs / 1000),
+      ...(unsupported ? { unsupported } : {}),
+    }
   }
-  const listed = (m: BaseModel | undefined): m is BaseModel => m !== undefined && m.id !== BUILTIN_TINY_MODEL && !m.unsupported
+  const listed = (m: BaseModel | undefined): m is BaseModel =>
+    m !== undefined && m.id !== BUILTIN_TINY_MODEL && !m.unsupported
   return {
     list () {
       const found: BaseModel[] = [builtin()]

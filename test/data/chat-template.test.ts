@@ -36,9 +36,21 @@ const TOOLS = {
 }
 
 /** Prepares a one-example file and returns the document the trainer would read, decoded. */
-async function prepareOne (model: RealModel, example: unknown): Promise<{ doc: ReadDoc, text: string, trained: string[] }> {
+async function prepareOne (
+  model: RealModel,
+  example: unknown
+): Promise<{ doc: ReadDoc, text: string, trained: string[] }> {
   const outDir = `${tempDir()}/train`
-  const result = await prepareDataset({ path: writeJsonl([example]), split: 'train', modelDir: dirs[model], model: await loadModel(dirs[model]), contextLength: 4096, packing: false, batchSize: 1, outDir })
+  const result = await prepareDataset({
+    path: writeJsonl([example]),
+    split: 'train',
+    modelDir: dirs[model],
+    model: await loadModel(dirs[model]),
+    contextLength: 4096,
+    packing: false,
+    batchSize: 1,
+    outDir,
+  })
   assert.ok(result.ok, JSON.stringify(result))
   const { rows } = readSplit(outDir)
   const doc = rows[0]?.[0] as ReadDoc

@@ -5,7 +5,10 @@ import { describe, it } from 'node:test'
 import { readJsonlLines, type JsonlItem } from '../../src/data/jsonl-reader.js'
 import { tempDir } from './helpers.js'
 
-async function readAll (content: string | Buffer, options: Parameters<typeof readJsonlLines>[1] = {}): Promise<JsonlItem[]> {
+async function readAll (
+  content: string | Buffer,
+  options: Parameters<typeof readJsonlLines>[1] = {}
+): Promise<JsonlItem[]> {
   const path = join(tempDir(), 'file.jsonl')
   writeFileSync(path, content)
   const items: JsonlItem[] = []

@@ -9,10 +9,23 @@ import { loadModel, modelDir, readSplit, tempDir, trainedRuns, writeJsonl, type 
 const llama = modelDir('llama')
 const qwen = modelDir('qwen')
 
-async function prepare (path: string, options: Partial<PrepareDatasetOptions> = {}): Promise<{ rows: ReadDoc[][], docs: ReadDoc[], stats: unknown, outDir: string }> {
+async function prepare (
+  path: string,
+  options: Partial<PrepareDatasetOptions> = {}
+): Promise<{ rows: ReadDoc[][], docs: ReadDoc[], stats: unknown, outDir: string }> {
   const dir = options.modelDir ?? llama
   const outDir = options.outDir ?? join(tempDir(), 'train')
-  const result = await prepareDataset({ path, split: 'train', modelDir: dir, model: await loadModel(dir), contextLength: 4096, packing: false, batchSize: 4, outDir, ...options })
+  const result = await prepareDataset({
+    path,
+    split: 'train',
+    modelDir: dir,
+    model: await loadModel(dir),
+    contextLength: 4096,
+    packing: false,
+    batchSize: 4,
+    outDir,
+    ...options,
+  })
   assert.ok(result.ok, JSON.stringify(result))
   const { rows, manifest } = readSplit(outDir)
   assert.equal(manifest.rows, result.stats.rows)
@@ -72,8 +85,20 @@ describe('pretokenized', () => {
   })
 
   it('rejects ids outside the vocabulary and misaligned labels', async () => {
-    const path = writeJsonl([{ token_ids: [1, 128256] }, { token_ids: [1, 2], labels: [2] }, { token_ids: [1, 2], labels: [-100, -100] }])
-    const result = await prepareDataset({ path, split: 'train', modelDir: llama, model: await loadModel(llama), contextLength: 64, packing: true, batchSize: 1 })
+    const path = writeJsonl([
+      { token_ids: [1, 128256] },
+      { token_ids: [1, 2], labels: [2] },
+      { token_ids: [1, 2], labels: [-100, -100] },
+    ])
+    const result = await prepareDataset({
+      path,
+      split: 'train',
+      modelDir: llama,
+      model: await loadModel(llama),
+      contextLength: 64,
+      packing: true,
+      batchSize: 1,
+    })
     assert.equal(result.ok, false)
     assert.deepEqual(result.ok ? [] : result.problems.map((p) => [p.line, p.message]), [
       [1, 'token_ids[1] must be a token id in [0, 128256) (got 128256)'],

@@ -32,7 +32,8 @@ for (const name of ['llama', 'qwen'] as const) {
       assert.ok(segmenter !== null, 'the exact fast path is available for this tokenizer')
       for (let round = 0; round < 3; round++) {
         const fast: number[][] = await segmenter.encodeAll(TEXTS)
-        const plain = await Promise.all(TEXTS.map(async (text) => (await model.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds()))
+        const plain = await Promise.all(TEXTS.map(async (text) =>
+          (await model.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds()))
         assert.deepEqual(fast, plain, `round ${round}`)
       }
     })
@@ -44,8 +45,9 @@ for (const name of ['llama', 'qwen'] as const) {
       for (const messages of CHATS) {
         const example = validateChat({ messages }, 1, context) as ChatExample
         const fast = renderer.render(example)
-        const slow = (renderer as unknown as { spansFromPrefixes: (t: string, e: ChatExample, tpl: unknown) => unknown })
-          .spansFromPrefixes(fast.text, example, model.chatTemplates.get('default'))
+        const slow = (renderer as unknown as {
+          spansFromPrefixes: (t: string, e: ChatExample, tpl: unknown) => unknown
+        }).spansFromPrefixes(fast.text, example, model.chatTemplates.get('default'))
         assert.deepEqual(fast.spans, slow)
       }
     })
