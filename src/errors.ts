@@ -93,6 +93,11 @@ export const errors = {
     `Requested range is outside the file (${size} bytes).`),
   validation: (issues: ValidationIssue[]) => new ApiError(422, INVALID, 'validation_error',
     issues.map(formatIssue).join('; '), issues[0] ? issueParam(issues[0]) : null, issues),
+  // Not a retry hint (no Retry-After; x-should-retry: false, src/http/error-handler.ts): the same
+  // upload fails the same way until someone frees space.
+  storageFull: () => new ApiError(507, 'server_error', 'storage_full',
+    'Storage full: the server has no space left on the disk of its data directory. Delete files you ' +
+    'no longer need (DELETE /v1/files/{file_id}) or ask the operator to free space, then try again.'),
   internal: (requestId: string) => new ApiError(500, 'server_error', 'internal_error',
     `The server had an error while processing your request (request id ${requestId}).`),
 }

@@ -9,6 +9,7 @@ import { expectedBodyType } from '../http/body-type.js'
 import { newFileId, nowSeconds } from '../ids.js'
 import { unfinishedJobUsing } from '../fine-tuning/jobs.store.js'
 import { deleteFile, getFile, insertFile, listFiles } from './files.store.js'
+import { isStorageFull } from './storage-full.js'
 import { FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
 
 const MULTIPART_SLACK = 1024 * 1024 // boundaries and other fields around the file part
@@ -88,10 +89,24 @@ export const filesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async
     if (!row) throw errors.fileNotFound(id)
     const jobId = await unfinishedJobUsing(db, request.projectId, id)
     if (jobId) throw errors.fileInUse(id, jobId)
-    await deleteFile(db, request.projectId, id)
-    await blobs.remove(id) // after the row: a crash in between leaves an orphan blob, which sweep() removes
+    await deleteRowThenBlob(ctx, request.projectId, id)
     return { id, object: 'file' as const, deleted: true }
   })
+}
+
+// The row goes first: a crash in between leaves an orphan blob, which sweep() removes. But on a full
+// disk SQLite cannot delete a row (the WAL grows with every write), and the delete is how a user
+// frees space: then the blob goes first and the row after. A crash between those two leaves a row
+// whose content is gone; its DELETE still succeeds (remove() ignores a missing blob).
+async function deleteRowThenBlob (ctx: AppContext, projectId: string, id: string): Promise<void> {
+  try {
+    await deleteFile(ctx.db, projectId, id)
+  } catch (err) {
+    if (!isStorageFull(err)) throw err
+    await ctx.blobs.remove(id)
+    await deleteFile(ctx.db, projectId, id)
+  }
+  await ctx.blobs.remove(id)
 }
 
 interface UploadForm {

@@ -1,6 +1,7 @@
 // Maps everything a route can throw to one error body (src/errors.ts) and hides internals on 5xx.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ApiError, errors, InvalidJsonError } from '../errors.js'
+import { isStorageFull } from '../files/storage-full.js'
 import { expectedBodyType } from './body-type.js'
 import { validationError } from './validation.js'
 
@@ -29,13 +30,15 @@ export function sendError (reply: FastifyReply, err: ApiError): FastifyReply {
   if (err.status === 401) void reply.header('www-authenticate', 'Bearer')
   // The openai SDKs retry every 409 (as a lock timeout) unless told not to; ours state a fact
   // about the resource, so a retry only delays the same answer by ~1.5 s.
-  if (err.status === 409) void reply.header('x-should-retry', 'false')
+  // A full disk (507) stays full for a retry too; the SDK would resend a whole upload.
+  if (err.status === 409 || err.status === 507) void reply.header('x-should-retry', 'false')
   return reply.code(err.status).type('application/json; charset=utf-8').send(err.toBody())
 }
 
 function toApiError (err: FastifyError, request: FastifyRequest): ApiError {
   if (err instanceof ApiError) return err
   if (err instanceof InvalidJsonError) return err.toApiError()
+  if (isStorageFull(err)) return errors.storageFull()
   if (err.validation) {
     const ctx = err.validationContext
     const data = ctx === 'querystring' ? request.query : ctx === 'params' ? request.params : ctx === 'headers' ? request.headers : request.body

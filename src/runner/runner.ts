@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
+import { isStorageFull } from '../files/storage-full.js'
 import { failJob } from '../fine-tuning/jobs.service.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { claimJob, heartbeat, releaseJob } from './queue.js'
@@ -18,6 +19,36 @@ export interface RunnerOptions {
   trainerCommand?: readonly string[]
   stopGraceMs?: number
 }
+
+// A pass that keeps failing (the database is down, or its disk full: every claim is a write) is
+// retried less and less often, up to once in 30 s, and logged with its stack once, then as one
+// line per retry; it used to log a stack every 0.5 s for as long as it lasted.
+const MAX_FAILING_DELAY_MS = 30_000
+
+class FailureBackoff {
+  #failures = 0
+  constructor (private readonly log: FastifyBaseLogger, private readonly pollMs: number) {}
+
+  get delayMs (): number {
+    return this.#failures === 0 ? this.pollMs : Math.min(MAX_FAILING_DELAY_MS, this.pollMs * 2 ** this.#failures)
+  }
+
+  failed (err: unknown): void {
+    this.#failures++
+    const next = { failures: this.#failures, retryInMs: this.delayMs }
+    if (this.#failures === 1) this.log.error({ err, ...next }, 'runner tick failed')
+    const error = String((err as Error | undefined)?.message ?? err)
+    if (this.#failures > 1) this.log.warn({ ...next, error }, 'runner tick still failing')
+  }
+
+  succeeded (): void {
+    if (this.#failures > 0) this.log.info({ failures: this.#failures }, 'runner tick works again')
+    this.#failures = 0
+  }
+}
+
+const storageFullMessage = (dataDir: string) => `The disk of the data directory (${dataDir}) is full. Free space ` +
+  'there (DELETE /v1/files/{file_id} of files no longer needed), then create the job again.'
 
 export class Runner {
   readonly id = `runner-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
@@ -40,12 +71,13 @@ export class Runner {
   start (): void {
     this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
     let passes = 0
+    const failing = new FailureBackoff(this.#opts.log, this.#opts.pollMs ?? 500)
     const loop = () => {
       if (passes++ % 120 === 0) {
         removeFinishedJobDirs(this.#ctx).catch((err: unknown) => this.#opts.log.warn({ err }, 'cleaning job dirs failed'))
       }
-      this.tick().catch((err: unknown) => this.#opts.log.error({ err }, 'runner tick failed'))
-        .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, this.#opts.pollMs ?? 500) })
+      this.tick().then(() => failing.succeeded(), (err: unknown) => failing.failed(err))
+        .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, failing.delayMs) })
     }
     loop()
   }
@@ -113,7 +145,11 @@ export class Runner {
     } catch (err) {
       if (!this.#shutdown.signal.aborted) {
         log.error({ err }, 'validation failed unexpectedly')
-        await failJob(db, job.id, { code: 'internal_error', message: 'Validating the files failed unexpectedly; the service log has the details.', param: null })
+        const unexpected = 'Validating the files failed unexpectedly; the service log has the details.'
+        const error = isStorageFull(err)
+          ? { code: 'storage_full', param: null, message: storageFullMessage(this.#ctx.config.dataDir) }
+          : { code: 'internal_error', param: null, message: unexpected }
+        await failJob(db, job.id, error)
           .catch((e: unknown) => {
             // Not even the failure could be stored (the database is failing): the job is tried
             // again once the lease runs out, rather than at once and again and again.
@@ -140,8 +176,13 @@ export class Runner {
       await trainJob(this.#ctx, job, options, this.#shutdown.signal)
     } catch (err) {
       this.#opts.log.error({ err, jobId: job.id }, 'training failed unexpectedly')
-      await failJob(this.#ctx.db, job.id, { code: 'internal_error', message: 'Running the job failed unexpectedly; the service log has the details.', param: null })
-        .catch(() => {})
+      // a full disk is not a bug; if even this cannot be stored (SQLite on that disk), the lease runs
+      // out and a runner tries the job again once there is space
+      const unexpected = 'Running the job failed unexpectedly; the service log has the details.'
+      const error = isStorageFull(err)
+        ? { code: 'storage_full', param: null, message: storageFullMessage(this.#ctx.config.dataDir) }
+        : { code: 'internal_error', param: null, message: unexpected }
+      await failJob(this.#ctx.db, job.id, error).catch(() => {})
     }
   }
 }

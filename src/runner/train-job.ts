@@ -17,6 +17,7 @@ import { projectName } from '../projects/keys.store.js'
 import { classifyExit, type ExitFacts } from './exit.js'
 import { modelDirForTraining } from './model-weights.js'
 import { oomKillCount, oomKilledBetween } from './oom-kills.js'
+import { diskIsFull } from '../files/storage-full.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
@@ -84,7 +85,9 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     })
     if (stopReason) trainer.stop(stopReason === 'cancelled' ? Math.min(grace, 5000) : grace) // asked for before it started
     const exit = await trainer.exited
-    const facts: ExitFacts = { oomKilled: oomKilledBetween(oomBefore, await oomKillCount()), lora: job.hyperparameters.lora }
+    const oomKilled = oomKilledBetween(oomBefore, await oomKillCount())
+    const { lora } = job.hyperparameters
+    const facts: ExitFacts = { oomKilled, lora, diskFull: await diskIsFull(dir), dataDir: ctx.config.dataDir }
     await handler.drained()
     const attempt = { savedNewState: handler.savedNewState, silentMs: heard.firedAfterMs }
     await finish(ctx, job, { ...attempt, exit, facts, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
@@ -210,6 +213,8 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
     ended = done
   } else {
     f.log.warn({ exit: { code: f.exit.code, signal: f.exit.signal }, stderr: f.exit.stderrTail.slice(-2000) }, 'trainer failed')
+    // the job's own partial files go first: on a full disk, recording the failure needs the space
+    if (outcome.error.code === 'storage_full') await rm(f.dir, { recursive: true, force: true })
     ended = await failJob(ctx.db, job.id, outcome.error)
   }
   // Cancelled as the trainer ended, before the job's watcher saw it: it ends as any cancel does
