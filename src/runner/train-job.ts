@@ -74,7 +74,10 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     const handler = lines
     const silentAfter = ctx.config.trainerSilenceSeconds * 1000
     // SIGKILL at once: a stopped process acts on no SIGTERM until SIGCONT, a hung one not at all
-    silence = watchSilence(silentAfter, (ms) => { log.warn({ silentMs: ms }, 'trainer silent: killing it'); stop('silent', 0) })
+    silence = watchSilence(silentAfter, (ms) => {
+      log.warn({ silentMs: ms }, 'trainer silent: killing it')
+      stop('silent', 0)
+    })
     const heard = silence
     const oomBefore = await oomKillCount() // a SIGKILL is the OOM killer's only if this count rises
     const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
@@ -228,7 +231,8 @@ async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 's
   const why = {
     shutdown: 'the service is shutting down',
     retry: 'storing its progress failed (the service log has details)',
-    silent: `the trainer printed nothing for ${Math.round((f.silentMs ?? 0) / 1000)} s (hung or stopped), so it was killed`,
+    silent: `the trainer printed nothing for ${Math.round((f.silentMs ?? 0) / 1000)} s (hung or stopped), ` +
+      'so it was killed',
   }[reason]
   if (reason === 'silent' && !f.savedNewState && job.attempts >= MAX_ATTEMPTS) {
     // the last attempt the limit allows: fail now, saying why, rather than at the next claim
@@ -244,7 +248,8 @@ async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 's
   const attempts = reason === 'shutdown' ? { attempts: f.savedNewState ? 0 : Math.max(0, job.attempts - 1) } : {}
   await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...attempts }, {
     level: reason === 'silent' ? 'warn' : 'info',
-    message: `Training paused at step ${f.lastStep}: ${why}. It resumes from its saved state when a runner is available.`,
+    message: `Training paused at step ${f.lastStep}: ${why}. ` +
+      'It resumes from its saved state when a runner is available.',
   })
   await releaseJob(ctx.db, job.id, f.runnerId) // also when it was still queued
 }

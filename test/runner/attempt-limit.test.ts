@@ -11,7 +11,9 @@ import { describe, it } from 'node:test'
 import type { Dialect } from '../../src/db/connect.js'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
 import { DIALECTS, makeTestEnv, type TestEnv } from '../helper.js'
-import { eventMessages, get, isGone, JOBS, makeRunner, newJob, processState, trainerPid, waitFor } from './helpers.js'
+import {
+  eventMessages, get, isGone, JOBS, makeRunner, newJob, processState, trainerPid, waitFor,
+} from './helpers.js'
 
 const MAX_ATTEMPTS = 5 // src/runner/train-job.ts
 const STARTED = /^Fine-tuning job (started|resumed from step \d+\/\d+)/
@@ -33,7 +35,10 @@ async function crashedRun (dialect: Dialect, hang: 'state' | 'start', epochs: nu
   ready: (env: TestEnv, jobId: string, crash: number) => Promise<boolean>) {
   const seed = 1
   const env = await makeTestEnv(dialect, {
-    FAKE_TRAINER_MODE: 'ok', OPENTUNE_LEASE_SECONDS: '2', FAKE_TRAINER_SIGSTOP: hang, FAKE_TRAINER_SIGSTOP_SEED: String(seed),
+    FAKE_TRAINER_MODE: 'ok',
+    OPENTUNE_LEASE_SECONDS: '2',
+    FAKE_TRAINER_SIGSTOP: hang,
+    FAKE_TRAINER_SIGSTOP_SEED: String(seed),
   })
   try {
     const jobId = await newJob(env, { seed, hyperparameters: { n_epochs: epochs } })
@@ -41,7 +46,9 @@ async function crashedRun (dialect: Dialect, hang: 'state' | 'start', epochs: nu
     runner.start()
     try {
       let pid: number | undefined
-      for (let crash = 1; crash <= crashes; crash++) pid = await crashWhenHung(env, jobId, pid, async () => await ready(env, jobId, crash))
+      for (let crash = 1; crash <= crashes; crash++) {
+        pid = await crashWhenHung(env, jobId, pid, async () => await ready(env, jobId, crash))
+      }
       const ended = async () => ['succeeded', 'failed'].includes((await getJobById(env.ctx.db, jobId))?.status ?? '')
       await waitFor('the job to end', ended)
     } finally {
@@ -62,7 +69,8 @@ for (const dialect of DIALECTS) {
       const epochs = MAX_ATTEMPTS + 3 // the trainer hangs after each epoch but the last: 7 crashes
       // the runner has taken in the crash-th checkpoint and the state saved after it
       const saved = async (env: TestEnv, jobId: string, crash: number) =>
-        (await get(env, `${JOBS}/${jobId}/checkpoints`)).data.length === crash && (await getJobById(env.ctx.db, jobId))?.attempts === 0
+        (await get(env, `${JOBS}/${jobId}/checkpoints`)).data.length === crash &&
+        (await getJobById(env.ctx.db, jobId))?.attempts === 0
       const { job, checkpoints, attempts } = await crashedRun(dialect, 'state', epochs, epochs - 1, saved)
       assert.equal(job.status, 'succeeded', JSON.stringify(job.error))
       assert.equal(job.trained_steps, job.total_steps)
