@@ -6,7 +6,11 @@ import { afterEach, beforeEach, describe, it, mock } from 'node:test'
 import { SILENCE_STEP_FACTOR, watchSilence } from '../../src/runner/trainer-silence.js'
 
 const metrics = (stepTimeS: number) => ({
-  type: 'metrics' as const, step: 1, total_steps: 9, train_loss: 1, train_mean_token_accuracy: 0.5,
+  type: 'metrics' as const,
+  step: 1,
+  total_steps: 9,
+  train_loss: 1,
+  train_mean_token_accuracy: 0.5,
   step_time_s: stepTimeS,
 })
 
