@@ -69,7 +69,8 @@ async function dataCheck (config: ReturnType<typeof loadConfig>, args: string[])
   const i = args.indexOf('--model')
   if (i >= 0) {
     const id = args[i + 1] ?? ''
-    const model = makeModelCatalog(config.modelsDir, config.builtinModelsDir, loadModelSupport(config.trainerDir)).find(id)
+    const model = makeModelCatalog(config.modelsDir, config.builtinModelsDir, loadModelSupport(config.trainerDir))
+      .find(id)
     if (!model) {
       console.error(`unknown model '${id}': use opentune/tiny-llama or a folder under ${config.modelsDir}`)
       return 2
@@ -79,7 +80,11 @@ async function dataCheck (config: ReturnType<typeof loadConfig>, args: string[])
   return await dataCheckCommand(args)
 }
 
-async function keysCommand (config: ReturnType<typeof loadConfig>, sub: string | undefined, rest: string[]): Promise<number> {
+async function keysCommand (
+  config: ReturnType<typeof loadConfig>,
+  sub: string | undefined,
+  rest: string[]
+): Promise<number> {
   const store = await openStore(config)
   try {
     if (sub === 'create') {

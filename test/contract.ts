@@ -10,7 +10,12 @@ import YAML from 'yaml'
 
 const SPEC_DIR = join(import.meta.dirname, '..', 'spec')
 
-type OpenApi = { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>>, components: { schemas: Record<string, unknown> } }
+type OpenApi = {
+  paths: Record<string, Record<string, {
+    responses: Record<string, { content?: Record<string, { schema: unknown }> }>
+  }>>
+  components: { schemas: Record<string, unknown> }
+}
 
 function load (file: string): OpenApi {
   return YAML.parse(readFileSync(join(SPEC_DIR, file), 'utf8')) as OpenApi
@@ -46,7 +51,12 @@ function check (ref: string, body: unknown, what: string): void {
  * path template. Statuses the spec does not declare (400/401/404/409/413/415) are checked against
  * our error body: OpenAI's ErrorResponse plus a string `detail`.
  */
-export function expectSpec (method: string, path: string, res: { statusCode: number, json: () => unknown }, options: { seed?: boolean } = {}): void {
+export function expectSpec (
+  method: string,
+  path: string,
+  res: { statusCode: number, json: () => unknown },
+  options: { seed?: boolean } = {}
+): void {
   const body = res.json()
   const what = `${method} ${path} → ${res.statusCode}`
   if (res.statusCode === 200 || res.statusCode === 422) {

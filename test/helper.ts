@@ -32,7 +32,10 @@ export interface TestEnv {
   close: () => Promise<void>
 }
 
-export async function testConfig (dialect: Dialect, env: Record<string, string> = {}): Promise<{ config: Readonly<Config>, cleanup: () => Promise<void> }> {
+export async function testConfig (
+  dialect: Dialect,
+  env: Record<string, string> = {}
+): Promise<{ config: Readonly<Config>, cleanup: () => Promise<void> }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'opentune-test-'))
   const schema = `t_${randomBytes(6).toString('hex')}`
   const config = loadConfig({
@@ -82,7 +85,10 @@ export async function makeTestEnv (dialect: Dialect, env: Record<string, string>
 }
 
 /** A multipart body for POST /v1/files, built by hand so tests control every byte. */
-export function multipartBody (fields: Record<string, string>, file?: { name: string, content: string | Buffer, field?: string }) {
+export function multipartBody (
+  fields: Record<string, string>,
+  file?: { name: string, content: string | Buffer, field?: string }
+) {
   const boundary = `----opentune${randomBytes(8).toString('hex')}`
   const chunks: Buffer[] = []
   for (const [k, v] of Object.entries(fields)) {
@@ -100,7 +106,10 @@ export function multipartBody (fields: Record<string, string>, file?: { name: st
 export const CHAT_LINE = JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }] }) + '\n'
 
 /** Uploads a small fine-tune file through the API and returns its id. */
-export async function uploadFile (env: TestEnv, opts: { key?: string, purpose?: string, name?: string, content?: string } = {}): Promise<string> {
+export async function uploadFile (
+  env: TestEnv,
+  opts: { key?: string, purpose?: string, name?: string, content?: string } = {}
+): Promise<string> {
   const { payload, headers } = multipartBody({ purpose: opts.purpose ?? 'fine-tune' }, { name: opts.name ?? 'train.jsonl', content: opts.content ?? CHAT_LINE })
   const res = await env.app.inject({ method: 'POST', url: '/v1/files', payload, headers: { ...headers, ...env.auth(opts.key) } })
   if (res.statusCode !== 200) throw new Error(`upload failed: ${res.statusCode} ${res.body}`)

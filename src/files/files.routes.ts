@@ -161,11 +161,14 @@ function multipartError (err: unknown, maxUploadBytes: number): unknown {
   if (code === 'FST_PROTO_VIOLATION') return fieldError(['body'], 'Form field names may not be prototype properties', 'value_error')
   const message = (err as Error | undefined)?.message ?? ''
   // busboy's parse errors are plain Errors ("Unexpected end of form", "Malformed part header", …)
-  if (code === undefined && err instanceof Error && !(err as { errno?: number }).errno) return errors.malformedMultipart(message)
+  if (code === undefined && err instanceof Error && !(err as { errno?: number }).errno) {
+    return errors.malformedMultipart(message)
+  }
   return err
 }
 
-const isUploadPurpose = (p: string): p is typeof UPLOAD_PURPOSES[number] => (UPLOAD_PURPOSES as readonly string[]).includes(p)
+const isUploadPurpose = (p: string): p is typeof UPLOAD_PURPOSES[number] =>
+  (UPLOAD_PURPOSES as readonly string[]).includes(p)
 
 function checkPurpose (purpose: string | undefined): typeof UPLOAD_PURPOSES[number] {
   if (purpose === undefined) throw fieldError(['body', 'purpose'], 'Field required', 'missing')

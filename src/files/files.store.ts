@@ -13,7 +13,10 @@ export async function insertFile (db: Kysely<Database>, row: Omit<FileRow, 'seq'
 }
 
 /** What training leaves in the Files API: a checkpoint's files and the job's metrics CSV. */
-export async function insertResultFile (db: Kysely<Database>, f: { id: string, projectId: string, filename: string, bytes: number }): Promise<FileRow> {
+export async function insertResultFile (
+  db: Kysely<Database>,
+  f: { id: string, projectId: string, filename: string, bytes: number }
+): Promise<FileRow> {
   return await insertFile(db, {
     id: f.id,
     project_id: f.projectId,
@@ -36,7 +39,11 @@ export async function getFiles (db: Kysely<Database>, projectId: string, ids: re
   return await db.selectFrom('files').selectAll().where('project_id', '=', projectId).where('id', 'in', ids).execute()
 }
 
-export async function listFiles (db: Kysely<Database>, projectId: string, req: PageRequest & { purpose?: FilePurpose | undefined }): Promise<Page<FileRow>> {
+export async function listFiles (
+  db: Kysely<Database>,
+  projectId: string,
+  req: PageRequest & { purpose?: FilePurpose | undefined }
+): Promise<Page<FileRow>> {
   let q = db.selectFrom('files').selectAll().where('project_id', '=', projectId)
   if (req.purpose) q = q.where('purpose', '=', req.purpose)
   if (req.after !== undefined) {

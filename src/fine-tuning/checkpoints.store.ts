@@ -68,7 +68,10 @@ export async function lastCheckpointName (db: Kysely<Database>, jobId: string): 
 }
 
 /** The checkpoints of a project's jobs as models (GET /v1/models), oldest first. */
-export async function checkpointModels (db: Kysely<Database>, projectId: string): Promise<Array<{ name: string, createdAt: number }>> {
+export async function checkpointModels (
+  db: Kysely<Database>,
+  projectId: string
+): Promise<Array<{ name: string, createdAt: number }>> {
   const rows = await db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
     .select(['checkpoints.fine_tuned_model_checkpoint', 'checkpoints.created_at'])
@@ -80,7 +83,11 @@ export async function checkpointModels (db: Kysely<Database>, projectId: string)
 
 /** The project's checkpoint of that model name; a job's fine_tuned_model is its last checkpoint's
  *  name, so one lookup serves both. */
-export async function checkpointNamed (db: Kysely<Database>, projectId: string, name: string): Promise<CheckpointRow | undefined> {
+export async function checkpointNamed (
+  db: Kysely<Database>,
+  projectId: string,
+  name: string
+): Promise<CheckpointRow | undefined> {
   const row = await db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
     .selectAll('checkpoints')
@@ -99,7 +106,12 @@ const checkpointOfProject = compiledQuery((db: Kysely<Database>, arg: (name: 'id
     .where('fine_tuning_jobs.project_id', '=', arg('projectId')))
 
 /** The checkpoint, only if it belongs to that job of that project: one compiled query on the hot path. */
-export async function getCheckpoint (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<CheckpointRow | undefined> {
+export async function getCheckpoint (
+  db: Kysely<Database>,
+  projectId: string,
+  jobId: string,
+  id: string
+): Promise<CheckpointRow | undefined> {
   const row = (await checkpointOfProject(db, { id, jobId, projectId }))[0]
   return row && decodeCheckpoint(row)
 }
@@ -111,12 +123,22 @@ const bodyCaches = new WeakMap<Kysely<Database>, LRUCache<string, string>>()
 const bodyKey = (projectId: string, jobId: string, id: string) => `${projectId}\n${jobId}\n${id}`
 
 /** The checkpoint's JSON if it was read lately; synchronous, so a hit costs no promise. */
-export function cachedCheckpointJson (db: Kysely<Database>, projectId: string, jobId: string, id: string): string | undefined {
+export function cachedCheckpointJson (
+  db: Kysely<Database>,
+  projectId: string,
+  jobId: string,
+  id: string
+): string | undefined {
   return bodyCaches.get(db)?.get(bodyKey(projectId, jobId, id))
 }
 
 /** getCheckpoint as the JSON the API sends, remembered for cachedCheckpointJson. */
-export async function checkpointJson (db: Kysely<Database>, projectId: string, jobId: string, id: string): Promise<string | undefined> {
+export async function checkpointJson (
+  db: Kysely<Database>,
+  projectId: string,
+  jobId: string,
+  id: string
+): Promise<string | undefined> {
   const row = await getCheckpoint(db, projectId, jobId, id)
   if (!row) return undefined
   const json = JSON.stringify(checkpointRowToApi(row))

@@ -50,7 +50,12 @@ export const rootBaseId = (model: string) => (isCheckpointModel(model) ? model.s
  * name). Throws a 400 when the base model's architecture cannot be trained, or when the checkpoint
  * exists but cannot be trained from (files deleted).
  */
-export async function resolveStartingPoint (ctx: AppContext, projectId: string, model: string, nested = false): Promise<StartingPoint | undefined> {
+export async function resolveStartingPoint (
+  ctx: AppContext,
+  projectId: string,
+  model: string,
+  nested = false
+): Promise<StartingPoint | undefined> {
   const base = ctx.models.find(rootBaseId(model))
   if (!base) return undefined
   // a folder the trainer would refuse: said now, not after the files have been tokenized
@@ -66,7 +71,11 @@ export async function resolveStartingPoint (ctx: AppContext, projectId: string, 
   return { base, weights: under.weights, adapter: ckpt }
 }
 
-async function checkpointSource (ctx: AppContext, projectId: string, name: string): Promise<CheckpointSource | AdapterSource | undefined> {
+async function checkpointSource (
+  ctx: AppContext,
+  projectId: string,
+  name: string
+): Promise<CheckpointSource | AdapterSource | undefined> {
   const row = await checkpointNamed(ctx.db, projectId, name)
   if (!row) return undefined
   const files = await getFiles(ctx.db, projectId, row.result_files)

@@ -14,7 +14,10 @@ export interface NewEvent {
   data?: unknown
 }
 
-const decodeEvent = (row: Selectable<EventTable>): EventRow => ({ ...row, data: row.data === null ? null : JSON.parse(row.data) })
+const decodeEvent = (row: Selectable<EventTable>): EventRow => ({
+  ...row,
+  data: row.data === null ? null : JSON.parse(row.data),
+})
 
 export async function appendEvent (db: Kysely<Database>, jobId: string, e: NewEvent): Promise<EventRow> {
   return decodeEvent(await db.insertInto('job_events').values({

@@ -81,7 +81,9 @@ export function publicIntegrations (items: Integration[]): Integration[] {
   return items.map((item) => {
     const type = item.type ?? 'wandb'
     const config = (item[type] ?? {}) as Record<string, unknown>
-    const shown = Object.fromEntries((Object.hasOwn(PUBLIC, type) ? PUBLIC[type] ?? [] : []).filter(k => config[k] !== undefined).map(k => [k, config[k]]))
+    const shown = Object.fromEntries((Object.hasOwn(PUBLIC, type) ? PUBLIC[type] ?? [] : [])
+      .filter(k => config[k] !== undefined)
+      .map(k => [k, config[k]]))
     return { type, [type]: shown }
   })
 }

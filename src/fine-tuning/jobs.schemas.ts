@@ -59,7 +59,11 @@ export const ProjectQuery = Type.Object({ ai_project_id: Type.Optional(Nullable(
 // --- responses --------------------------------------------------------------------------------
 
 // What a failed job carries (DESIGN §1: never {}), as stored and as sent.
-export const JobError = Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) }, Open)
+export const JobError = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  param: Nullable(Type.String()),
+}, Open)
 export type JobError = Static<typeof JobError>
 
 export const FineTuningJob = Type.Object({

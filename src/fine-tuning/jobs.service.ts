@@ -40,14 +40,19 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   const startingPoint = await resolveStartingPoint(ctx, projectId, body.model)
   if (!startingPoint) throw errors.unknownBaseModel(body.model)
   const lora = startingPoint.adapter?.lora
-  const { hyperparameters, unknown } = resolveHyperparameters(requested, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
+  const { hyperparameters, unknown } = resolveHyperparameters(
+    requested,
+    lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {}
+  )
   if (lora) checkLoraContinuation(lora, hyperparameters, body.method ? 'method.supervised.hyperparameters' : 'hyperparameters')
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
   await linkTrainingSources(ctx, id, startingPoint)
   try {
-    return await insertNewJob(ctx, projectId, id, body, { hyperparameters, unknown, integrations, extra, startingPoint })
+    return await insertNewJob(ctx, projectId, id, body, {
+      hyperparameters, unknown, integrations, extra, startingPoint,
+    })
   } catch (err) {
     await rm(jobDir(ctx, id), { recursive: true, force: true }) // no row: nothing else would remove it
     throw err
@@ -62,7 +67,13 @@ interface Resolved {
   startingPoint: StartingPoint
 }
 
-async function insertNewJob (ctx: AppContext, projectId: string, id: string, body: JobCreateBody, r: Resolved): Promise<JobRow> {
+async function insertNewJob (
+  ctx: AppContext,
+  projectId: string,
+  id: string,
+  body: JobCreateBody,
+  r: Resolved
+): Promise<JobRow> {
   const { hyperparameters, unknown, integrations, extra, startingPoint } = r
   return await ctx.db.transaction().execute(async (trx) => {
     await checkTrainingFile(trx, projectId, 'training_file', body.training_file)

@@ -84,7 +84,12 @@ export async function listJobs (db: Kysely<Database>, projectId: string, req: Pa
  * Updates a job only while its status is one of `from` (compare-and-set), so a cancel and a
  * runner's transition cannot overwrite each other. Returns the updated row, or undefined.
  */
-export async function updateJobIf (db: Kysely<Database>, id: string, from: readonly JobStatus[], set: JobChanges): Promise<JobRow | undefined> {
+export async function updateJobIf (
+  db: Kysely<Database>,
+  id: string,
+  from: readonly JobStatus[],
+  set: JobChanges
+): Promise<JobRow | undefined> {
   const row = await db.updateTable('fine_tuning_jobs').set(encode(set)).where('id', '=', id).where('status', 'in', from)
     .returningAll().executeTakeFirst()
   return row && decodeJob(row)
@@ -95,7 +100,11 @@ export async function updateJob (db: Kysely<Database>, id: string, set: JobChang
 }
 
 /** The id of an unfinished job that reads this file, if any (such a file cannot be deleted). */
-export async function unfinishedJobUsing (db: Kysely<Database>, projectId: string, fileId: string): Promise<string | undefined> {
+export async function unfinishedJobUsing (
+  db: Kysely<Database>,
+  projectId: string,
+  fileId: string
+): Promise<string | undefined> {
   const row = await db.selectFrom('fine_tuning_jobs').select('id')
     .where('project_id', '=', projectId)
     .where('status', 'in', UNFINISHED_STATUSES)

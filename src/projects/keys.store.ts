@@ -10,7 +10,14 @@ import { newKeyId, newProjectId, nowSeconds } from '../ids.js'
 const PREFIX_LENGTH = 12 // "sk-" + 9 characters: enough to tell keys apart in `keys list`
 
 export interface Project { id: string, name: string, createdAt: number }
-export interface KeyInfo { id: string, projectId: string, projectName: string, prefix: string, createdAt: number, revokedAt: number | null }
+export interface KeyInfo {
+  id: string
+  projectId: string
+  projectName: string
+  prefix: string
+  createdAt: number
+  revokedAt: number | null
+}
 
 const hashKey = (key: string) => createHash('sha256').update(key).digest('hex')
 
@@ -33,9 +40,26 @@ export async function ensureProject (db: Kysely<Database>, name: string): Promis
 
 export async function createKey (db: Kysely<Database>, projectId: string): Promise<{ key: string, info: KeyInfo }> {
   const key = `sk-${randomBytes(32).toString('base64url')}`
-  const row = { id: newKeyId(), project_id: projectId, prefix: key.slice(0, PREFIX_LENGTH), hash: hashKey(key), created_at: nowSeconds(), revoked_at: null }
+  const row = {
+    id: newKeyId(),
+    project_id: projectId,
+    prefix: key.slice(0, PREFIX_LENGTH),
+    hash: hashKey(key),
+    created_at: nowSeconds(),
+    revoked_at: null,
+  }
   await db.insertInto('api_keys').values(row).execute()
-  return { key, info: { id: row.id, projectId, projectName: await projectName(db, projectId), prefix: row.prefix, createdAt: row.created_at, revokedAt: null } }
+  return {
+    key,
+    info: {
+      id: row.id,
+      projectId,
+      projectName: await projectName(db, projectId),
+      prefix: row.prefix,
+      createdAt: row.created_at,
+      revokedAt: null,
+    },
+  }
 }
 
 /** A project's name (it appears in fine-tuned model names); throws for an unknown id. */
@@ -49,7 +73,14 @@ export async function listKeys (db: Kysely<Database>): Promise<KeyInfo[]> {
     .select(['api_keys.id', 'api_keys.project_id', 'projects.name', 'api_keys.prefix', 'api_keys.created_at', 'api_keys.revoked_at'])
     .orderBy('api_keys.created_at').orderBy('api_keys.id')
     .execute()
-  return rows.map(r => ({ id: r.id, projectId: r.project_id, projectName: r.name, prefix: r.prefix, createdAt: r.created_at, revokedAt: r.revoked_at }))
+  return rows.map(r => ({
+    id: r.id,
+    projectId: r.project_id,
+    projectName: r.name,
+    prefix: r.prefix,
+    createdAt: r.created_at,
+    revokedAt: r.revoked_at,
+  }))
 }
 
 /** Revokes every live key whose prefix starts with `prefix`; returns how many. */

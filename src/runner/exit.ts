@@ -40,7 +40,9 @@ export function classifyExit (
   }
   const full = storageFullOutcome(exit, errorLine, facts)
   if (full) return full
-  if (errorLine) return { ok: false, error: { code: errorLine.code, message: errorLine.message, param: errorLine.param ?? null } }
+  if (errorLine) {
+    return { ok: false, error: { code: errorLine.code, message: errorLine.message, param: errorLine.param ?? null } }
+  }
   const killed = killedOutcome(exit, facts)
   if (killed) return killed
   const last = exit.stderrTail.split('\n').filter(Boolean).at(-1) ?? ''

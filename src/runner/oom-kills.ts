@@ -20,7 +20,9 @@ export async function oomKillCount (root = CGROUP_ROOT): Promise<number | null> 
   const candidates = [
     ...(v2 !== undefined ? [join(root, v2, 'memory.events'), join(root, 'memory.events')] : []),
     // inside a container the path names the host's cgroup while the mount is already ours
-    ...(v1 !== undefined ? [join(root, 'memory', v1, 'memory.oom_control'), join(root, 'memory', 'memory.oom_control')] : []),
+    ...(v1 !== undefined
+      ? [join(root, 'memory', v1, 'memory.oom_control'), join(root, 'memory', 'memory.oom_control')]
+      : []),
   ]
   for (const path of candidates) {
     const text = await readFile(path, 'utf8').catch(() => null)

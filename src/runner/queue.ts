@@ -13,7 +13,13 @@ export type ClaimKind = 'validate' | 'train'
  * Claims the oldest job a runner may take: `validate` → a job in validating_files; `train` → a
  * queued job, or a running one whose runner stopped heartbeating (it is resumed from saved state).
  */
-export async function claimJob (db: Kysely<Database>, dialect: Dialect, kind: ClaimKind, runnerId: string, leaseMs: number): Promise<JobRow | undefined> {
+export async function claimJob (
+  db: Kysely<Database>,
+  dialect: Dialect,
+  kind: ClaimKind,
+  runnerId: string,
+  leaseMs: number
+): Promise<JobRow | undefined> {
   const now = Date.now()
   const statuses: JobStatus[] = kind === 'validate' ? ['validating_files'] : ['queued', 'running']
   let pick = db.selectFrom('fine_tuning_jobs').select('id')
@@ -30,7 +36,12 @@ export async function claimJob (db: Kysely<Database>, dialect: Dialect, kind: Cl
 }
 
 /** Extends the lease; false when another runner took the job (our lease had run out). */
-export async function heartbeat (db: Kysely<Database>, jobId: string, runnerId: string, leaseMs: number): Promise<boolean> {
+export async function heartbeat (
+  db: Kysely<Database>,
+  jobId: string,
+  runnerId: string,
+  leaseMs: number
+): Promise<boolean> {
   const r = await db.updateTable('fine_tuning_jobs').set({ locked_until: Date.now() + leaseMs })
     .where('id', '=', jobId).where('locked_by', '=', runnerId).executeTakeFirst()
   return Number(r.numUpdatedRows) > 0

@@ -10,5 +10,7 @@ import { finishedJobIds } from '../fine-tuning/jobs.store.js'
  */
 export async function removeFinishedJobDirs (ctx: AppContext): Promise<void> {
   const ids = await readdir(jobsRoot(ctx)).catch(() => [] as string[])
-  for (const id of await finishedJobIds(ctx.db, ids, Date.now())) await rm(jobDir(ctx, id), { recursive: true, force: true })
+  for (const id of await finishedJobIds(ctx.db, ids, Date.now())) {
+    await rm(jobDir(ctx, id), { recursive: true, force: true })
+  }
 }

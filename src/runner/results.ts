@@ -15,7 +15,12 @@ type CheckpointLine = Extract<TrainerLine, { type: 'checkpoint' }>
 type MetricsLine = Extract<TrainerLine, { type: 'metrics' }>
 
 /** Registers a checkpoint once: a resumed trainer that writes the same step again is ignored. */
-export async function registerCheckpoint (ctx: AppContext, job: JobRow, projectName: string, line: CheckpointLine): Promise<boolean> {
+export async function registerCheckpoint (
+  ctx: AppContext,
+  job: JobRow,
+  projectName: string,
+  line: CheckpointLine
+): Promise<boolean> {
   if (await hasCheckpointAtStep(ctx.db, job.id, line.step)) return false
   const checkpointId = newCheckpointId()
   const files: Array<{ id: string, name: string, bytes: number }> = []

@@ -106,7 +106,12 @@ export class Runner {
     if (!this.#validating) {
       const job = await claimJob(db, store.dialect, 'validate', this.id, this.#leaseMs)
       // A job just validated is claimed for training right away rather than at the next poll.
-      if (job) this.#validating = this.#validate(job).finally(() => { this.#validating = null; this.tick().catch(() => {}) })
+      if (job) {
+        this.#validating = this.#validate(job).finally(() => {
+          this.#validating = null
+          this.tick().catch(() => {})
+        })
+      }
     }
     while (this.#training.size < this.#ctx.config.maxConcurrentJobs && !this.#shutdown.signal.aborted) {
       const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs)
@@ -138,7 +143,9 @@ export class Runner {
   async #validate (job: JobRow): Promise<void> {
     const { db } = this.#ctx
     const log = this.#opts.log.child({ jobId: job.id })
-    const beat = setInterval(() => { void heartbeat(db, job.id, this.id, this.#leaseMs).catch(() => {}) }, this.#leaseMs / 3)
+    const beat = setInterval(() => {
+      void heartbeat(db, job.id, this.id, this.#leaseMs).catch(() => {})
+    }, this.#leaseMs / 3)
     let keepLease = false
     try {
       await validateJobFiles(this.#ctx, job, this.#shutdown.signal)

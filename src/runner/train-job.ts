@@ -46,7 +46,12 @@ const MAX_ATTEMPTS = 5
 // silent: the trainer printed nothing for too long (trainer-silence.ts): killed, resumed from state
 type StopReason = 'cancelled' | 'shutdown' | 'lost' | 'retry' | 'silent'
 
-export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions, shutdown: AbortSignal): Promise<void> {
+export async function trainJob (
+  ctx: AppContext,
+  job: JobRow,
+  opts: TrainOptions,
+  shutdown: AbortSignal
+): Promise<void> {
   const log = opts.log.child({ jobId: job.id })
   let trainer: TrainerProcess | null = null
   let stopReason: StopReason | null = null
@@ -93,7 +98,18 @@ export async function trainJob (ctx: AppContext, job: JobRow, opts: TrainOptions
     const facts: ExitFacts = { oomKilled, lora, diskFull: await diskIsFull(dir), dataDir: ctx.config.dataDir }
     await handler.drained()
     const attempt = { savedNewState: handler.savedNewState, silentMs: heard.firedAfterMs }
-    await finish(ctx, job, { ...attempt, exit, facts, stopReason, errorLine: handler.errorLine, metricsLog: handler.metricsLog, dir, lastStep: handler.lastStep, runnerId: opts.runnerId, log })
+    await finish(ctx, job, {
+      ...attempt,
+      exit,
+      facts,
+      stopReason,
+      errorLine: handler.errorLine,
+      metricsLog: handler.metricsLog,
+      dir,
+      lastStep: handler.lastStep,
+      runnerId: opts.runnerId,
+      log,
+    })
   } finally {
     silence?.stop()
     unwatch()
@@ -151,7 +167,13 @@ async function adapterBaseName (adapterDir: string, fallback: string): Promise<s
 }
 
 /** Every poll: has the user cancelled? Every third of a lease: extend it, or learn it is lost. */
-function watchJob (ctx: AppContext, job: JobRow, opts: TrainOptions, log: FastifyBaseLogger, on: { cancelled: () => void, lost: () => void }): () => void {
+function watchJob (
+  ctx: AppContext,
+  job: JobRow,
+  opts: TrainOptions,
+  log: FastifyBaseLogger,
+  on: { cancelled: () => void, lost: () => void }
+): () => void {
   let polls = 0
   const pollMs = opts.pollMs ?? 1000
   const heartbeatEvery = Math.max(1, Math.floor(opts.leaseMs / 3 / pollMs))

@@ -132,7 +132,12 @@ export class TrainerLines {
         await appendEvent(trx, this.job.id, {
           type: 'metrics',
           message: `Step ${line.step}/${line.total_steps}: training loss=${fixed(line.train_loss)}, token accuracy=${fixed(line.train_mean_token_accuracy)}`,
-          data: { step: line.step, total_steps: line.total_steps, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy },
+          data: {
+            step: line.step,
+            total_steps: line.total_steps,
+            train_loss: line.train_loss,
+            train_mean_token_accuracy: line.train_mean_token_accuracy,
+          },
         })
       }
       await updateJob(trx, this.job.id, {

@@ -42,8 +42,16 @@ for (const dialect of DIALECTS) {
       await res.arrayBuffer()
     }
 
-    const inject = async (method: 'GET' | 'POST' | 'DELETE', path: string, opts: { key?: string, headers?: Record<string, string>, payload?: string | Buffer | object } = {}) =>
-      await env.app.inject({ method, url: path, headers: { ...env.auth(opts.key), ...opts.headers }, ...(opts.payload === undefined ? {} : { payload: opts.payload }) })
+    const inject = async (
+      method: 'GET' | 'POST' | 'DELETE',
+      path: string,
+      opts: { key?: string, headers?: Record<string, string>, payload?: string | Buffer | object } = {}
+    ) => await env.app.inject({
+      method,
+      url: path,
+      headers: { ...env.auth(opts.key), ...opts.headers },
+      ...(opts.payload === undefined ? {} : { payload: opts.payload }),
+    })
 
     it('malformed JSON → 422 json_invalid at the position of the error', async () => {
       const res = await inject('POST', '/v1/fine_tuning/jobs', { headers: { 'content-type': 'application/json' }, payload: '{"model": "opentune/tiny-llama", "training_file": ' })
@@ -80,7 +88,9 @@ for (const dialect of DIALECTS) {
       const declared = await new Promise<{ status: number, body: string }>((resolve, reject) => {
         const req = httpRequest(`${url}/v1/fine_tuning/jobs`, {
           method: 'POST', headers: { ...env.auth(), 'content-type': 'application/json', 'content-length': String(50 * 1024 ** 2) },
-        }, res => { collect(res).then(body => { req.destroy(); resolve({ status: res.statusCode ?? 0, body }) }, reject) })
+        }, res => {
+          collect(res).then(body => { req.destroy(); resolve({ status: res.statusCode ?? 0, body }) }, reject)
+        })
         req.on('error', () => {})
         req.write('{"model": "' + 'x'.repeat(64 * 1024))
       })

@@ -17,7 +17,10 @@ const MODEL = 'opentune/tiny-llama'
 const asResponse = (body: unknown) => ({ statusCode: 200, json: () => body })
 
 /** Awaits a promise that must reject with `cls`; returns the error. */
-async function rejectsWith<T extends APIError> (promise: Promise<unknown>, cls: new (...args: never[]) => T): Promise<T> {
+async function rejectsWith<T extends APIError> (
+  promise: Promise<unknown>,
+  cls: new (...args: never[]) => T
+): Promise<T> {
   try {
     await promise
   } catch (err) {
@@ -179,7 +182,13 @@ for (const dialect of DIALECTS) {
       expectSpec('GET', '/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}', asResponse(one))
       assert.equal((one as { step_number: number }).step_number, 70)
       assert.deepEqual((one as { metrics: unknown }).metrics, {
-        step: 70, train_loss: 2 / 7, train_mean_token_accuracy: 7 / 25, valid_loss: null, valid_mean_token_accuracy: null, full_valid_loss: null, full_valid_mean_token_accuracy: null,
+        step: 70,
+        train_loss: 2 / 7,
+        train_mean_token_accuracy: 7 / 25,
+        valid_loss: null,
+        valid_mean_token_accuracy: null,
+        full_valid_loss: null,
+        full_valid_mean_token_accuracy: null,
       })
 
       const otherJob = await client.fineTuning.jobs.create({ model: MODEL, training_file: await trainingFile() })
@@ -198,7 +207,11 @@ for (const dialect of DIALECTS) {
       assertReadable(await rejectsWith(client.fineTuning.jobs.retrieve('ftjob-nope'), OpenAI.NotFoundError),
         404, "No fine-tuning job found with id 'ftjob-nope'", 'job_not_found', 'job_id')
 
-      const tooMany = client.fineTuning.jobs.create({ model: MODEL, training_file: file, hyperparameters: { n_epochs: 0 } })
+      const tooMany = client.fineTuning.jobs.create({
+        model: MODEL,
+        training_file: file,
+        hyperparameters: { n_epochs: 0 },
+      })
       assertReadable(await rejectsWith(tooMany, OpenAI.UnprocessableEntityError),
         422, /body\.hyperparameters\.n_epochs: Input should be greater than or equal to 1/, 'validation_error', 'hyperparameters.n_epochs')
 

@@ -106,8 +106,25 @@ for (const dialect of DIALECTS) {
 
     it('accepts every edge value of the ranges, which the trainer accepts too (hyperparameters.json)', async () => {
       const edges = [
-        { batch_size: 64, n_epochs: 20, lora: true, lora_r: 128, lora_dropout: 1, warmup_ratio: 1, learning_rate: 0, context_length: 131072 },
-        { batch_size: 1, n_epochs: 1, lora_r: 8, lora_alpha: 8, max_grad_norm: 1e-9, context_length: 8192, learning_rate: 1e308 },
+        {
+          batch_size: 64,
+          n_epochs: 20,
+          lora: true,
+          lora_r: 128,
+          lora_dropout: 1,
+          warmup_ratio: 1,
+          learning_rate: 0,
+          context_length: 131072,
+        },
+        {
+          batch_size: 1,
+          n_epochs: 1,
+          lora_r: 8,
+          lora_alpha: 8,
+          max_grad_norm: 1e-9,
+          context_length: 8192,
+          learning_rate: 1e308,
+        },
       ]
       for (const hyperparameters of edges) {
         const res = await createJob(env, { hyperparameters })

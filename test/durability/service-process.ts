@@ -57,7 +57,8 @@ export async function startServiceProcess (env: Record<string, string>): Promise
   let gone = false
   void exited.then(() => { gone = true })
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 90_000 // tsx compiling src/ on a loaded machine: seconds; the limit only bounds a broken start
+  // tsx compiling src/ on a loaded machine: seconds; the limit only bounds a broken start
+  const deadline = Date.now() + 90_000
   for (;;) {
     if (gone) throw new Error(`service exited before listening:\n${log}`)
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`service did not answer /health:\n${log}`) }

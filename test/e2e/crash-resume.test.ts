@@ -39,7 +39,11 @@ function client (url: () => string, key: string) {
       return (await call('/fine_tuning/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'opentune/tiny-llama', training_file: training, validation_file: validation, seed: 7, hyperparameters: HP }) })).id as string
     },
     // A hang guard, not a speed bound: CPU training on a loaded machine takes minutes.
-    async waitFor (jobId: string, done: (job: Record<string, any>, checkpoints: Checkpoint[]) => boolean, ms = 900_000) {
+    async waitFor (
+      jobId: string,
+      done: (job: Record<string, any>, checkpoints: Checkpoint[]) => boolean,
+      ms = 900_000
+    ) {
       const until = Date.now() + ms
       for (;;) {
         const job = await call(`/fine_tuning/jobs/${jobId}`).catch(() => null)

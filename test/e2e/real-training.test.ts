@@ -57,7 +57,9 @@ describe('real training through the openai client', () => {
 
   async function checkpointsOf (jobId: string) {
     const list = []
-    for await (const c of client.fineTuning.jobs.checkpoints.list(jobId)) list.push(c as typeof c & { result_files: string[] })
+    for await (const c of client.fineTuning.jobs.checkpoints.list(jobId)) {
+      list.push(c as typeof c & { result_files: string[] })
+    }
     return list
   }
 
@@ -114,12 +116,23 @@ describe('real training through the openai client', () => {
     const oneEpoch = { n_epochs: 1, batch_size: 8, learning_rate: 3e-3, packing: false }
 
     // the adapter's rank and alpha are inherited when not given
-    const again = await client.fineTuning.jobs.create({ model: lora.model, training_file: trainingFile, hyperparameters: oneEpoch as never })
+    const again = await client.fineTuning.jobs.create({
+      model: lora.model,
+      training_file: trainingFile,
+      hyperparameters: oneEpoch as never,
+    })
     assert.equal(again.model, lora.model)
     const echoed = again as typeof again & { from_checkpoint: unknown, hyperparameters: Record<string, unknown> }
     assert.deepEqual(echoed.from_checkpoint, { type: 'ft' })
-    assert.deepEqual([echoed.hyperparameters.lora, echoed.hyperparameters.lora_r, echoed.hyperparameters.lora_alpha], [true, 8, 16])
-    const fromFull = await client.fineTuning.jobs.create({ model: full.model, training_file: trainingFile, hyperparameters: { ...oneEpoch, lora: true } as never })
+    assert.deepEqual(
+      [echoed.hyperparameters.lora, echoed.hyperparameters.lora_r, echoed.hyperparameters.lora_alpha],
+      [true, 8, 16]
+    )
+    const fromFull = await client.fineTuning.jobs.create({
+      model: full.model,
+      training_file: trainingFile,
+      hyperparameters: { ...oneEpoch, lora: true } as never,
+    })
     const ends = new Map<string, { model: string, loss: number }>()
 
     for (const [job, before] of [[again, lora], [fromFull, full]] as const) {
@@ -139,7 +152,12 @@ describe('real training through the openai client', () => {
     // spec's default). It must keep the full weights under the adapter, and it keeps its own links
     // to the files even when the user deletes them after creating the job.
     const chained = ends.get(fromFull.id)!
-    const third = await client.fineTuning.jobs.create({ model: chained.model, training_file: trainingFile, hyperparameters: oneEpoch as never, from_checkpoint: {} } as never)
+    const third = await client.fineTuning.jobs.create({
+      model: chained.model,
+      training_file: trainingFile,
+      hyperparameters: oneEpoch as never,
+      from_checkpoint: {},
+    } as never)
     const [source] = await checkpointsOf(fromFull.id)
     for (const id of source!.result_files) await client.files.delete(id)
     const done = await finished(third.id)
@@ -148,11 +166,16 @@ describe('real training through the openai client', () => {
     assert.ok(ckpt!.metrics.train_loss! < chained.loss + 0.05, `the chain went on from ${chained.loss}, got ${ckpt!.metrics.train_loss}`)
     const files = new Map((await Promise.all(ckpt!.result_files.map(download))).map(f => [f.name, f.bytes]))
     assert.equal(JSON.parse(files.get('adapter_config.json')!.toString()).base_model_name_or_path, full.model, 'still the full checkpoint under the adapter')
-    const gone = await client.fineTuning.jobs.create({ model: chained.model, training_file: trainingFile }).then(() => null, (e: unknown) => e)
+    const gone = await client.fineTuning.jobs.create({ model: chained.model, training_file: trainingFile })
+      .then(() => null, (e: unknown) => e)
     assert.ok(gone instanceof OpenAI.BadRequestError && /deleted/.test(gone.message), String(gone))
 
     const refused = async (hyperparameters: Record<string, unknown>, model = lora.model) => {
-      const err = await client.fineTuning.jobs.create({ model, training_file: trainingFile, hyperparameters: hyperparameters as never }).then(() => null, (e: unknown) => e)
+      const err = await client.fineTuning.jobs.create({
+        model,
+        training_file: trainingFile,
+        hyperparameters: hyperparameters as never,
+      }).then(() => null, (e: unknown) => e)
       assert.ok(err instanceof OpenAI.BadRequestError, String(err))
       return err.param
     }
@@ -183,7 +206,14 @@ function checkAdapter (files: Map<string, Buffer>) {
   assert.equal(config.r, 8)
   assert.equal(config.lora_alpha, 16)
   const header = safetensorsHeader(files.get('adapter_model.safetensors')!)
-  const { hidden_size: h, intermediate_size: ffn, num_attention_heads: heads, num_key_value_heads: kv, head_dim: hd, num_hidden_layers: layers } = TINY
+  const {
+    hidden_size: h,
+    intermediate_size: ffn,
+    num_attention_heads: heads,
+    num_key_value_heads: kv,
+    head_dim: hd,
+    num_hidden_layers: layers,
+  } = TINY
   const out: Record<string, [number, number]> = {
     'self_attn.q_proj': [heads * hd, h],
     'self_attn.k_proj': [kv * hd, h],

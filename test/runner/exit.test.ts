@@ -48,7 +48,9 @@ describe('class 8: a killed trainer is reported as what killed it', () => {
     }
     // SIGTERM caught by the trainer: it saved its state and exited 3, though the runner never asked
     assert.match(error(exit(null, 3), null).message, /SIGTERM from outside the service \(it saved its state first\)/)
-    for (const signal of ['SIGSEGV', 'SIGABRT'] as const) assert.equal(error(exit(signal), false).code, 'internal_error')
+    for (const signal of ['SIGSEGV', 'SIGABRT'] as const) {
+      assert.equal(error(exit(signal), false).code, 'internal_error')
+    }
   })
 
   it('class 8: the OOM-kill counter is read from cgroup v2 memory.events or v1 memory.oom_control', async () => {
@@ -74,11 +76,19 @@ describe('class 8: a killed trainer is reported as what killed it', () => {
         const env = await makeTestEnv(dialect, { FAKE_TRAINER_MODE: 'signal', FAKE_TRAINER_SIGNAL: signal })
         try {
           const training = await uploadFile(env, { content: TRAIN })
-          const res = await createJob(env, { training_file: training, hyperparameters: { lora: true, n_epochs: 1 } })
+          const hyperparameters = { lora: true, n_epochs: 1 }
+          const res = await createJob(env, { training_file: training, hyperparameters })
           assert.equal(res.statusCode, 200, res.body)
           const command = [process.execPath, join(FIXTURES, 'fake-trainer.mjs')]
-          await new Runner(env.ctx, { log: env.app.log, pollMs: 50, trainerCommand: command, stopGraceMs: 3000 }).drain()
-          const job = (await env.app.inject({ url: `/v1/fine_tuning/jobs/${res.json().id}`, headers: env.auth() })).json()
+          const runner = new Runner(env.ctx, {
+            log: env.app.log,
+            pollMs: 50,
+            trainerCommand: command,
+            stopGraceMs: 3000,
+          })
+          await runner.drain()
+          const url = `/v1/fine_tuning/jobs/${res.json().id}`
+          const job = (await env.app.inject({ url, headers: env.auth() })).json()
           assert.equal(job.status, 'failed')
           assert.equal(job.error.code, 'trainer_killed', JSON.stringify(job.error))
           assert.match(job.error.message, new RegExp(`killed by ${signal}`))

@@ -66,7 +66,11 @@ async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false
 async function newJob (env: TestEnv, hyperparameters: Record<string, unknown> = {}, withValidation = true) {
   const training = await uploadFile(env, { content: TRAIN })
   const validation = withValidation ? await uploadFile(env, { content: VALID }) : undefined
-  const res = await createJob(env, { training_file: training, ...(validation ? { validation_file: validation } : {}), hyperparameters: { lora: true, n_epochs: 3, batch_size: 8, ...hyperparameters } })
+  const res = await createJob(env, {
+    training_file: training,
+    ...(validation ? { validation_file: validation } : {}),
+    hyperparameters: { lora: true, n_epochs: 3, batch_size: 8, ...hyperparameters },
+  })
   assert.equal(res.statusCode, 200, res.body)
   return res.json().id as string
 }
@@ -74,7 +78,10 @@ async function newJob (env: TestEnv, hyperparameters: Record<string, unknown> = 
 const get = async (env: TestEnv, url: string) => (await env.app.inject({ url, headers: env.auth() })).json()
 
 /** Every event of a job, oldest first, page after page (a long or slow run may have more than 100). */
-async function allEvents (env: TestEnv, jobId: string): Promise<Array<{ id: string, type: string, message: string, data: any }>> {
+async function allEvents (
+  env: TestEnv,
+  jobId: string
+): Promise<Array<{ id: string, type: string, message: string, data: any }>> {
   const events = []
   for (let after = ''; ;) {
     const page = await get(env, `${JOBS}/${jobId}/events?limit=100${after ? `&after=${after}` : ''}`)
@@ -114,7 +121,10 @@ for (const dialect of DIALECTS) {
       assert.equal(job.result_files.length, 1)
       const checkpoints = (await get(env, `${JOBS}/${jobId}/checkpoints`)).data
       assert.equal(checkpoints.length, 3)
-      assert.deepEqual(checkpoints.map((c: { step_number: number }) => c.step_number), [1, 2, 3].map(e => e * job.total_steps / 3))
+      assert.deepEqual(
+        checkpoints.map((c: { step_number: number }) => c.step_number),
+        [1, 2, 3].map(e => e * job.total_steps / 3)
+      )
       assert.equal(job.fine_tuned_model, checkpoints[2].fine_tuned_model_checkpoint)
       assert.match(job.fine_tuned_model, new RegExp(`^ft:opentune/tiny-llama:main::${jobId}:ckpt-step-\\d+$`))
       for (const c of checkpoints) {
