@@ -7,6 +7,7 @@ import type { AppContext } from './context.js'
 import { errors } from './errors.js'
 import { authenticateHook } from './http/auth.js'
 import { checkBodyType } from './http/body-type.js'
+import { answerWhatNodeWould, clientErrorOptions } from './http/client-errors.js'
 import { installErrorHandlers, sendError } from './http/error-handler.js'
 import { installJsonParser } from './http/json-body.js'
 import { echoRequestId, requestIdOptions } from './http/request-id.js'
@@ -25,6 +26,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   const app = Fastify({
     ...logging,
     ...requestIdOptions,
+    ...clientErrorOptions,
     bodyLimit: ctx.config.maxJsonBodyBytes,
     routerOptions: { maxParamLength: 20_000 }, // long ids reach the handler and get the same 404 as any unknown id
     // Requests that still arrive on open connections while shutting down are served, with our error
@@ -40,6 +42,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   installJsonParser(app)
   app.decorateRequest('projectId', '')
   echoRequestId(app)
+  answerWhatNodeWould(app)
   logRequests(app)
 
   await app.register(multipart, {

@@ -85,6 +85,16 @@ export const errors = {
   bodyTooLarge: (limit: number) => new ApiError(413, INVALID, 'request_too_large',
     `Request body is larger than ${limit} bytes.`),
   badUrl: (why: string) => new ApiError(400, INVALID, 'invalid_url', `The request URL could not be read: ${why}`),
+  // The next four are answered by src/http/client-errors.ts, for what Node's HTTP server refuses itself.
+  badHttp: (why: string) => new ApiError(400, INVALID, 'invalid_http_request',
+    `The request is not valid HTTP/1.1: ${why}.`),
+  requestTimeout: () => new ApiError(408, INVALID, 'request_timeout',
+    'The request was not received in time; the connection is closed.'),
+  expectationFailed: (expect: string) => new ApiError(417, INVALID, 'expectation_failed',
+    `Expect: '${shown(expect)}' is not supported; only '100-continue' is.`),
+  // Node counts the request line in the header limit, so an over-long URL gets this one too (never a 414).
+  headersTooLarge: (limit: number) => new ApiError(431, INVALID, 'request_headers_too_large',
+    `The request line and headers together are larger than the ${limit} bytes this server reads.`),
   malformedMultipart: (why: string) => new ApiError(400, INVALID, 'malformed_multipart',
     `The multipart/form-data body could not be read${why ? `: ${why}` : ''}.`),
   unsupportedMediaType: (type: string | undefined, expected: string) => new ApiError(415, INVALID,

@@ -10,7 +10,7 @@ export const requestIdOptions = {
   requestIdHeader: false,
   genReqId: (req) => {
     const given = req.headers['x-request-id']
-    return typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomHex24()}`
+    return typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId()
   },
 } satisfies Pick<FastifyServerOptions, 'requestIdHeader' | 'genReqId'>
 
@@ -20,6 +20,11 @@ export function echoRequestId (app: FastifyInstance): void {
     void reply.header('x-request-id', request.id)
     done()
   })
+}
+
+/** A request id of ours, also for answers given before Fastify has a request (client-errors.ts). */
+export function newRequestId (): string {
+  return `req_${randomHex24()}`
 }
 
 // randomBytes(12) per request was 3-4% of a checkpoint GET's CPU (docs/benchmarks.md): it is the
