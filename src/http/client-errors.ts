@@ -23,7 +23,9 @@ export const clientErrorOptions = {
   clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket) {
     const apiError = parserError(err)
     const reqId = newRequestId()
-    if (apiError && !answered.has(socket)) this.log.info({ reqId, code: err.code, status: apiError.status }, 'client error')
+    if (apiError && !answered.has(socket)) {
+      this.log.info({ reqId, code: err.code, status: apiError.status }, 'client error')
+    }
     answerOnSocket(socket, apiError, reqId)
   },
 } satisfies Pick<FastifyHttpOptions<Server>, 'http' | 'clientErrorHandler'>
@@ -70,7 +72,9 @@ export function answerWhatNodeWould (app: FastifyInstance): void {
     const err = errors.expectationFailed(String(req.headers.expect))
     const body = JSON.stringify(err.toBody())
     res.writeHead(err.status, {
-      'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': newRequestId(),
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'x-request-id': newRequestId(),
     })
     res.end(body)
   })

@@ -24,11 +24,15 @@ export function installJsonParser (app: FastifyInstance): void {
     // Unknown keys are stored and echoed: a 100,000-deep one overflowed the stack when the job was
     // serialised (500), and a few thousand levels broke clients that parse the job list.
     const found = inspect(value)
-    if (found.tooDeep) done(new InvalidJsonError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined)
+    if (found.tooDeep) {
+      done(new InvalidJsonError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined)
+      return
+    }
     // JSON.parse reads 1e309 as Infinity, which no schema keyword refuses and JSON.stringify writes as
     // null: `learning_rate: 1e309` was echoed as null and trained at the default. Refused here, for
     // every field of every body (unknown keys are stored and echoed too), as pydantic does.
-    else if (found.notFinite.length > 0) done(errors.validation(found.notFinite.map(notFiniteIssue)), undefined)
+    const issues = found.notFinite.map(f => notFiniteIssue({ loc: ['body', ...f.path], value: f.value }))
+    if (issues.length > 0) done(errors.validation(issues), undefined)
     else done(null, value)
   })
 }

@@ -39,7 +39,13 @@ export function toIssues (ajvErrors: ErrorObject[], context: string, data: unkno
     const loc = [part, ...segments]
     // a union of literals fails once per literal: name them all, as pydantic does
     const consts = useful.filter(x => x.keyword === 'const').map(x => (x.params as { allowedValue: unknown }).allowedValue)
-    const described = consts.length > 1 ? literal(consts, valueAt(data, segments)) : describe(e, valueAt(data, segments), part)
+    const input = valueAt(data, segments)
+    // `?limit=1e309` is coerced to Infinity, which fails a range check and was echoed as `input: null`
+    if (typeof input === 'number' && !Number.isFinite(input)) {
+      issues.push(notFiniteIssue({ loc, value: input }))
+      continue
+    }
+    const described = consts.length > 1 ? literal(consts, input) : describe(e, input, part)
     issues.push({ loc, ...described })
   }
   return issues
@@ -104,11 +110,11 @@ function literal (allowed: unknown[], input: unknown): Described {
 }
 
 /**
- * A number in a JSON body that JSON.parse read as ±Infinity (`1e309`), worded as pydantic words a float
- * field without inf/nan. `input` is the value's name: JSON has no literal that would carry it back.
+ * A number that JSON.parse (a body) or coercion (a query) read as ±Infinity (`1e309`), worded as pydantic
+ * words a float field without inf/nan. `input` is the value's name: JSON has no literal to carry it back.
  */
-export function notFiniteIssue ({ path, value }: { path: Array<string | number>, value: number }): ValidationIssue {
-  return { loc: ['body', ...path], msg: 'Input should be a finite number', type: 'finite_number', input: String(value) }
+export function notFiniteIssue ({ loc, value }: { loc: Array<string | number>, value: number }): ValidationIssue {
+  return { loc, msg: 'Input should be a finite number', type: 'finite_number', input: String(value) }
 }
 
 /** Fastify's validation error → our 422 ApiError. */

@@ -21,8 +21,8 @@ function numericPaths (schema: Schema, path: Path = []): Path[] {
 
 // The declared fields, and keys no schema names: those are stored and echoed, so they are refused too.
 const DECLARED = numericPaths(JobCreateBody as unknown as Schema)
-const UNDECLARED: Path[] = [['hyperparameters', 'not_a_known_key'], ['extra_body', 'x'], ['integrations', 0, 'wandb', 'n'],
-  ['from_checkpoint', 'step'], ['tags_weight']]
+const UNDECLARED: Path[] = [['hyperparameters', 'not_a_known_key'], ['extra_body', 'x'],
+  ['integrations', 0, 'wandb', 'n'], ['from_checkpoint', 'step'], ['tags_weight']]
 const SPELLINGS = ['1e309', '-1e309', '1E400', `1${'0'.repeat(400)}`, '-1.5e99999']
 
 /** The JSON text of a valid job create with `literal` (raw JSON text) at `path`. */
@@ -36,7 +36,7 @@ function bodyWith (trainingFile: string, path: Path, literal: string): string {
     at = at[key] as Record<string | number, unknown>
   })
   if (path[0] === 'method') body.method = { type: 'supervised', ...(body.method as object) }
-  if (path[0] === 'integrations') (body.integrations as Array<Record<string, unknown>>)[0] = { type: 'wandb', wandb: { n: marker } }
+  if (path[0] === 'integrations') body.integrations = [{ type: 'wandb', wandb: { n: marker } }]
   return JSON.stringify(body).replace(`"${marker}"`, literal)
 }
 
@@ -52,7 +52,10 @@ for (const dialect of DIALECTS) {
     after(async () => { await env.close() })
 
     const post = (payload: string) => env.app.inject({
-      method: 'POST', url: '/v1/fine_tuning/jobs', payload, headers: { ...env.auth(), 'content-type': 'application/json' },
+      method: 'POST',
+      url: '/v1/fine_tuning/jobs',
+      payload,
+      headers: { ...env.auth(), 'content-type': 'application/json' },
     })
 
     it('class 2: the schema walk finds every numeric hyperparameter, in both places, and the seed', () => {
@@ -64,7 +67,7 @@ for (const dialect of DIALECTS) {
       assert.ok(names.includes('seed'))
     })
 
-    it('class 2: every numeric field of a job create at ±1e309 (and other spellings) is a 422 naming the field', async () => {
+    it('class 2: every numeric field of a job create at ±1e309 (and other spellings): 422 naming it', async () => {
       for (const path of [...DECLARED, ...UNDECLARED]) {
         for (const literal of SPELLINGS) {
           const res = await post(bodyWith(trainingFile, path, literal))
@@ -85,7 +88,7 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(list.json().data, [], 'no job was created')
     })
 
-    it('class 2: several non-finite fields are each named, in the order written; a finite 1e308 is still accepted', async () => {
+    it('class 2: several non-finite fields are each named, in order; a query\'s too; 1e308 is accepted', async () => {
       const body = `{"model":"opentune/tiny-llama","training_file":"${trainingFile}",` +
         '"hyperparameters":{"weight_decay":-1e309,"learning_rate":1e309},"seed":1e309}'
       const res = await post(body)
@@ -93,6 +96,16 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(res.json().detail.map((d: { loc: Path }) => d.loc.join('.')),
         ['body.hyperparameters.weight_decay', 'body.hyperparameters.learning_rate', 'body.seed'])
       assert.equal((await post('1e309')).json().detail[0].loc.join('.'), 'body', 'a bare number is the body')
+      for (const url of ['/v1/fine_tuning/jobs?limit=1e309', '/v1/files?limit=-1e309']) {
+        const query = await env.app.inject({ method: 'GET', url, headers: env.auth() })
+        assert.equal(query.statusCode, 422, url)
+        assert.deepEqual(query.json().detail, [{
+          loc: ['query', 'limit'],
+          msg: 'Input should be a finite number',
+          type: 'finite_number',
+          input: url.includes('-') ? '-Infinity' : 'Infinity'
+        }], url)
+      }
       const finite = await post(bodyWith(trainingFile, ['hyperparameters', 'max_grad_norm'], '1e308'))
       assert.equal(finite.statusCode, 200, finite.body)
       assert.equal(finite.json().hyperparameters.max_grad_norm, 1e308)

@@ -20,7 +20,10 @@ function rawRequest (port: number, text: string): Promise<RawResponse> {
       const end = raw.indexOf('\r\n\r\n')
       if (end < 0) { reject(new Error(`no response: ${JSON.stringify(raw.slice(0, 200))}`)); return }
       const [statusLine = '', ...lines] = raw.slice(0, end).split('\r\n')
-      const headers = Object.fromEntries(lines.map(l => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]))
+      const headers = Object.fromEntries(lines.map(l => {
+        const colon = l.indexOf(':')
+        return [l.slice(0, colon).toLowerCase(), l.slice(colon + 1).trim()]
+      }))
       const body = raw.slice(end + 4, end + 4 + Number(headers['content-length'] ?? 0))
       resolve({ status: Number(statusLine.split(' ')[1]), headers, body })
     }
@@ -94,8 +97,8 @@ for (const dialect of DIALECTS) {
     })
 
     it('class 9: CONNECT gets our 404 route_not_found instead of a closed connection', async () => {
-      const body = expectOurError(await rawRequest(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'),
-        404, 'route_not_found')
+      const connect = 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'
+      const body = expectOurError(await rawRequest(port, connect), 404, 'route_not_found')
       assert.match(body.error.message, /CONNECT example\.com:443/)
     })
 

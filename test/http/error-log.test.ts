@@ -74,7 +74,8 @@ for (const dialect of DIALECTS) {
       socket.on('error', () => {})
       await new Promise(resolve => socket.once('connect', resolve))
       const part = '--cut\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n' +
-        `--cut\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n${'{"text": "x"}\n'.repeat(1000)}`
+        '--cut\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n' +
+        '{"text": "x"}\n'.repeat(1000)
       socket.write(`POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nX-Request-Id: req-cut\r\n` +
         `Content-Type: multipart/form-data; boundary=cut\r\nContent-Length: 90000\r\n\r\n${part}`)
       const started = Date.now()
@@ -83,7 +84,8 @@ for (const dialect of DIALECTS) {
         await sleep(10)
       }
       socket.destroy()
-      const line = await waitFor('the disconnect line', () => lines.find(l => l.reqId === 'req-cut' && l.msg === 'client disconnected'))
+      const line = await waitFor('the disconnect line',
+        () => lines.find(l => l.reqId === 'req-cut' && l.msg === 'client disconnected'))
       assert.equal(line.level, 30)
       assert.ok(!lines.some(l => l.reqId === 'req-cut' && l.level >= 50), 'no error line for a disconnect')
     })
