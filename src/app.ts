@@ -47,7 +47,13 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
 
   await app.register(multipart, {
     // above the route's own counts (files.routes.ts readUploadForm): hitting these can stall a file part
-    limits: { fileSize: ctx.config.maxUploadBytes, files: 2, fields: 4 * MAX_FORM_FIELDS, fieldSize: 64 * 1024, parts: 8 * MAX_FORM_FIELDS },
+    limits: {
+      fileSize: ctx.config.maxUploadBytes,
+      files: 2,
+      fields: 4 * MAX_FORM_FIELDS,
+      fieldSize: 64 * 1024,
+      parts: 8 * MAX_FORM_FIELDS,
+    },
     throwFileSizeLimit: true,
   })
   await app.register(swagger, {

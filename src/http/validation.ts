@@ -8,8 +8,9 @@ type Part = 'body' | 'query' | 'path' | 'header'
 
 // Bodies are JSON and keep their types (no "3" → 3); query and path strings are coerced.
 // removeAdditional stays off: unknown keys are kept and echoed (the spec allows extra properties).
-const strictAjv = new Ajv({ allErrors: true, coerceTypes: false, useDefaults: false, removeAdditional: false, strict: false })
-const coercingAjv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, removeAdditional: false, strict: false })
+const AJV_OPTIONS = { allErrors: true, removeAdditional: false, strict: false } as const
+const strictAjv = new Ajv({ ...AJV_OPTIONS, coerceTypes: false, useDefaults: false })
+const coercingAjv = new Ajv({ ...AJV_OPTIONS, coerceTypes: true, useDefaults: true })
 
 export const schemaCompiler: FastifySchemaCompiler<unknown> = ({ schema, httpPart }) => {
   const ajv = httpPart === 'body' ? strictAjv : coercingAjv
