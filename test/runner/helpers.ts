@@ -28,15 +28,23 @@ export async function newJob (env: TestEnv, body: Record<string, unknown> = {}):
 
 export const get = async (env: TestEnv, url: string) => (await env.app.inject({ url, headers: env.auth() })).json()
 
-/** Every event message of a job, oldest first. */
-export async function eventMessages (env: TestEnv, jobId: string): Promise<string[]> {
-  const messages: string[] = []
+/** Every event of a job, oldest first, page after page (a long or slow run may have more than 100). */
+export async function allEvents (
+  env: TestEnv,
+  jobId: string
+): Promise<Array<{ id: string, type: string, message: string, data: any }>> {
+  const events = []
   for (let after = ''; ;) {
     const page = await get(env, `${JOBS}/${jobId}/events?limit=100${after ? `&after=${after}` : ''}`)
-    messages.push(...page.data.map((e: { message: string }) => e.message))
-    if (!page.has_more) return messages
+    events.push(...page.data)
+    if (!page.has_more) return events
     after = page.data.at(-1).id
   }
+}
+
+/** Every event message of a job, oldest first. */
+export async function eventMessages (env: TestEnv, jobId: string): Promise<string[]> {
+  return (await allEvents(env, jobId)).map(e => e.message)
 }
 
 // Generous limits: a condition that holds is seen at once; the limit only bounds a broken run.

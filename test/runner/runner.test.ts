@@ -2,9 +2,7 @@
 // status moves, events, checkpoints with downloadable result files, failures, cancel, limits,
 // shutdown-and-resume, and a crashed runner's job taken over after its lease.
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { sql } from 'kysely'
@@ -14,12 +12,12 @@ import { claimJob, heartbeat } from '../../src/runner/queue.js'
 import { Runner, type RunnerOptions } from '../../src/runner/runner.js'
 import { validateJobFiles } from '../../src/runner/validate-files.js'
 import { createJob, DIALECTS, makeTestEnv, uploadFile, type TestEnv } from '../helper.js'
+import { allEvents, get, JOBS, newGate, trainerPid, waitFor } from './helpers.js'
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures')
 const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'data')
 const TRAIN = readFileSync(join(EXAMPLES, 'train.jsonl'), 'utf8')
 const VALID = readFileSync(join(EXAMPLES, 'valid.jsonl'), 'utf8')
-const JOBS = '/v1/fine_tuning/jobs'
 
 // "cancel stops training within seconds" (README, docs/api.md): the runner sees the cancel at its next
 // poll of the job (1 s, train-job.ts), sends SIGTERM, and SIGKILLs a trainer still there after the
@@ -31,35 +29,12 @@ function makeRunner (env: TestEnv, opts: { stopGraceMs?: number, log?: RunnerOpt
   return new Runner(env.ctx, { log: opts.log ?? env.app.log, pollMs: 50, trainerCommand: [process.execPath, join(FIXTURES, 'fake-trainer.mjs')], stopGraceMs: opts.stopGraceMs ?? 3000 })
 }
 
-/** A fake trainer's gate (FAKE_TRAINER_GATE): it waits there until the test opens it. */
-function newGate () {
-  const path = join(tmpdir(), `opentune-gate-${randomBytes(6).toString('hex')}`)
-  return { path, open: () => { writeFileSync(path, '') }, remove: () => { rmSync(path, { force: true }) } }
-}
-
-/** The pid of the fake trainer of a job (it writes it at start), once it has started. */
-function trainerPid (env: TestEnv, jobId: string): number | undefined {
-  const path = join(env.config.dataDir, 'jobs', jobId, 'out', 'trainer.pid')
-  return existsSync(path) ? Number(readFileSync(path, 'utf8')) : undefined
-}
-
 function isAlive (pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-// Generous limits: a condition that holds is seen at once; the limit only bounds a broken run.
-async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const until = Date.now() + ms
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
   }
 }
 
@@ -73,22 +48,6 @@ async function newJob (env: TestEnv, hyperparameters: Record<string, unknown> = 
   })
   assert.equal(res.statusCode, 200, res.body)
   return res.json().id as string
-}
-
-const get = async (env: TestEnv, url: string) => (await env.app.inject({ url, headers: env.auth() })).json()
-
-/** Every event of a job, oldest first, page after page (a long or slow run may have more than 100). */
-async function allEvents (
-  env: TestEnv,
-  jobId: string
-): Promise<Array<{ id: string, type: string, message: string, data: any }>> {
-  const events = []
-  for (let after = ''; ;) {
-    const page = await get(env, `${JOBS}/${jobId}/events?limit=100${after ? `&after=${after}` : ''}`)
-    events.push(...page.data)
-    if (!page.has_more) return events
-    after = page.data.at(-1).id
-  }
 }
 
 /**
