@@ -12,6 +12,7 @@ saving state · anything else our fault (an `error` line with internal_error whe
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import traceback
 
@@ -60,6 +61,13 @@ def stop_with_parent() -> None:
         pass  # not glibc: the lease still hands the job over, the orphan just runs to its end
 
 
+def disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when torch.save wraps it in a RuntimeError that only keeps the text."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
+
+
 def train(spec_path: str) -> int:
     from . import protocol
 
@@ -77,6 +85,10 @@ def train(spec_path: str) -> int:
         return 2
     except Exception as e:  # noqa: BLE001 - the last line of defence: report, then exit non-zero
         traceback.print_exc()
+        if disk_full(e):  # the runner tells the user which disk (docs/errors.md, storage_full)
+            where = getattr(e, "filename", None)
+            protocol.error("storage_full", f"no space left writing {where}" if where else str(e).splitlines()[0])
+            return 2
         if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e):
             protocol.error("out_of_memory", str(e).splitlines()[0])
             return 2

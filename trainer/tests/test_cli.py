@@ -266,3 +266,27 @@ def test_init_adapter_continues_a_lora_checkpoint(tmp_path, tiny_dir, splits):
     code, lines, err = run_cli("train", "--spec", b)
     assert code == 2
     assert lines[-1]["type"] == "error" and lines[-1]["code"] == "invalid_model" and "r=8" in lines[-1]["message"]
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        "OSError(errno.ENOSPC, 'No space left on device', '/data/out/state.pt')",
+        "RuntimeError('[enforce fail] No space left on device')",
+    ],
+)
+def test_class_4_a_full_disk_is_storage_full_not_internal_error(tmp_path, tiny_dir, splits, raised):
+    """Issue 10 class 4: the trainer says the disk is full (exit 2), so the job's error names the disk."""
+    spec = make_spec(str(tmp_path), tiny_dir, *splits)
+    code = (
+        "import errno, sys\n"
+        "from opentune_trainer import __main__ as cli, train\n"
+        f"def full(spec): raise {raised}\n"
+        "train.run = full\n"
+        f"sys.exit(cli.main(['train', '--spec', {spec!r}]))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=TRAINER_DIR, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = json.loads(p.stdout.splitlines()[-1])
+    assert last["type"] == "error" and last["code"] == "storage_full", last
+    assert "state.pt" in last["message"] if "OSError" in raised else "No space left" in last["message"]
