@@ -59,6 +59,18 @@ function countingLog () {
   return { log: pino({ level: 'info' }, stream), lines }
 }
 
+/** A two-epoch job, then (after `beforeRunner`) a runner on the fake trainer whose log lines are counted. */
+async function jobWithCountedRunner (env: TestEnv, beforeRunner = () => {}) {
+  const training = await uploadFile(env, { content: TRAIN })
+  const res = await createJob(env, { training_file: training, hyperparameters: { lora: true, n_epochs: 2 } })
+  assert.equal(res.statusCode, 200, res.body)
+  beforeRunner()
+  const { log, lines } = countingLog()
+  const command = [process.execPath, join(FIXTURES, 'fake-trainer.mjs')]
+  const runner = new Runner(env.ctx, { log, pollMs: 500, trainerCommand: command, stopGraceMs: 3000 })
+  return { res, runner, lines }
+}
+
 const small = mountSmallDisk()
 
 for (const dialect of DIALECTS) {
@@ -102,12 +114,7 @@ for (const dialect of DIALECTS) {
     })
 
     it('class 4: a trainer that fills the disk fails its job naming the disk; the runner log is quiet', async (t) => {
-      const training = await uploadFile(env, { content: TRAIN })
-      const res = await createJob(env, { training_file: training, hyperparameters: { lora: true, n_epochs: 2 } })
-      assert.equal(res.statusCode, 200, res.body)
-      const { log, lines } = countingLog()
-      const command = [process.execPath, join(FIXTURES, 'fake-trainer.mjs')]
-      const runner = new Runner(env.ctx, { log, pollMs: 500, trainerCommand: command, stopGraceMs: 3000 })
+      const { res, runner, lines } = await jobWithCountedRunner(env)
       const t0 = Date.now()
       runner.start()
       let job
@@ -136,13 +143,7 @@ for (const dialect of DIALECTS) {
     })
 
     it('class 4: a disk full from outside: the runner backs off, and the job ends once space returns', async (t) => {
-      const training = await uploadFile(env, { content: TRAIN })
-      const res = await createJob(env, { training_file: training, hyperparameters: { lora: true, n_epochs: 2 } })
-      assert.equal(res.statusCode, 200, res.body)
-      fill(filler)
-      const { log, lines } = countingLog()
-      const command = [process.execPath, join(FIXTURES, 'fake-trainer.mjs')]
-      const runner = new Runner(env.ctx, { log, pollMs: 500, trainerCommand: command, stopGraceMs: 3000 })
+      const { res, runner, lines } = await jobWithCountedRunner(env, () => fill(filler))
       const t0 = Date.now()
       runner.start()
       let job
