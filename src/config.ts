@@ -24,6 +24,21 @@ export interface Config {
   trainerDir: string // the Python package, put on PYTHONPATH
   trainerDevice: string // auto | cpu | cuda
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
+  inference: InferenceConfig
+}
+
+export interface InferenceConfig {
+  engine: 'embedded' | 'vllm' // embedded: our Python worker (docs/inference-protocol.md); vllm: a vLLM server
+  maxBatch: number // sequences decoded together per base model by the embedded worker
+  maxQueued: number // requests waiting beyond the running batch; more get 429 + Retry-After
+  memoryGb: number // the embedded worker's budget for loaded weights, adapters and KV cache
+  idleSeconds: number // the embedded worker unloads a model unused this long
+  device: string // auto | cpu | cuda, for the embedded worker
+  vllmUrl: string | null // base URL of the vLLM OpenAI server (…:8000, without /v1)
+  vllmApiKey: string | null // sent as Bearer to vLLM when it was started with --api-key
+  vllmMaxLoraRank: number // the server's --max-lora-rank (vLLM's default 16): larger adapters are refused at deploy
+  // where vLLM reads opentune's data dir (shared storage mounted elsewhere); null: the same path
+  vllmDataDir: string | null
 }
 
 const REPO_ROOT = resolve(import.meta.dirname, '..')
@@ -39,6 +54,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       return fallback
     }
     return n
+  }
+  const number = (name: string, fallback: number): number => {
+    const raw = env[name]
+    if (raw === undefined || raw === '') return fallback
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n <= 0) problems.push(`${name} must be a positive number, got ${JSON.stringify(raw)}`)
+    return Number.isFinite(n) && n > 0 ? n : fallback
   }
   const databaseUrl = env.OPENTUNE_DATABASE_URL || null
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -70,8 +92,23 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     trainerDir: resolve(REPO_ROOT, 'trainer'),
     trainerDevice: env.OPENTUNE_DEVICE || 'auto',
     childEnv: Object.freeze({ ...env }),
+    inference: Object.freeze({
+      engine: (env.OPENTUNE_INFERENCE || 'embedded') as InferenceConfig['engine'],
+      maxBatch: int('OPENTUNE_INFERENCE_MAX_BATCH', 32, 1, 1024),
+      maxQueued: int('OPENTUNE_INFERENCE_MAX_QUEUED', 256, 0, 100_000),
+      memoryGb: number('OPENTUNE_INFERENCE_MEMORY_GB', 8),
+      idleSeconds: int('OPENTUNE_INFERENCE_IDLE_SECONDS', 900, 1),
+      device: env.OPENTUNE_INFERENCE_DEVICE || env.OPENTUNE_DEVICE || 'auto',
+      vllmUrl: env.OPENTUNE_VLLM_URL ? env.OPENTUNE_VLLM_URL.replace(/\/+$/, '').replace(/\/v1$/, '') : null,
+      vllmApiKey: env.OPENTUNE_VLLM_API_KEY || null,
+      vllmMaxLoraRank: int('OPENTUNE_VLLM_MAX_LORA_RANK', 16, 1, 4096),
+      vllmDataDir: env.OPENTUNE_VLLM_DATA_DIR ? env.OPENTUNE_VLLM_DATA_DIR.replace(/\/+$/, '') : null,
+    }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
+  if (!['embedded', 'vllm'].includes(config.inference.engine)) problems.push('OPENTUNE_INFERENCE must be embedded or vllm')
+  if (config.inference.engine === 'vllm' && !config.inference.vllmUrl) problems.push('OPENTUNE_INFERENCE=vllm needs OPENTUNE_VLLM_URL')
+  if (!['auto', 'cpu', 'cuda'].includes(config.inference.device)) problems.push('OPENTUNE_INFERENCE_DEVICE must be auto, cpu or cuda')
   if (problems.length > 0) throw new Error(`invalid configuration:\n  ${problems.join('\n  ')}`)
   return Object.freeze(config)
 }

@@ -37,6 +37,8 @@ export class ApiError extends Error {
 }
 
 const INVALID = 'invalid_request_error'
+/** What a model is resolved for: the same folders are trained from and served. */
+export type ModelUse = 'train' | 'serve'
 // Long ids (a 10,000-character path segment) are cut in messages; the status says enough.
 const shown = (id: string) => (id.length > 80 ? `${id.slice(0, 80)}…` : id)
 
@@ -68,10 +70,13 @@ export const errors = {
     `${param} '${shown(id)}' has purpose '${purpose}'; upload it with purpose 'fine-tune'.`, param),
   unknownBaseModel: (model: string) => new ApiError(400, INVALID, 'model_not_available',
     `Model '${shown(model)}' is not available for fine-tuning. GET /v1/models lists the base models.`, 'model'),
-  unsupportedModel: (model: string, why: string, supported: string) => new ApiError(400, INVALID, 'unsupported_model',
-    `Model '${shown(model)}' cannot be fine-tuned here: ${why}. Supported: ${supported}.`, 'model'),
-  checkpointUnusable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_available',
-    `Checkpoint '${shown(model)}' cannot be trained from: ${why}.`, 'model'),
+  unsupportedModel: (model: string, why: string, supported: string, use: ModelUse = 'train') => new ApiError(400,
+    INVALID, 'unsupported_model',
+    `Model '${shown(model)}' cannot be ${use === 'train' ? 'fine-tuned' : 'served'} here: ${why}. Supported: ${supported}.`,
+    'model'),
+  checkpointUnusable: (model: string, why: string, use: ModelUse = 'train') => new ApiError(400, INVALID,
+    'model_not_available', `Checkpoint '${shown(model)}' cannot be ${use === 'train' ? 'trained from' : 'served'}: ${why}.`,
+    'model'),
   unsupportedMethod: (type: string) => new ApiError(400, INVALID, 'unsupported_method',
     `Fine-tuning method '${type}' is not supported by this server; use 'supervised'.`, 'method'),
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs'
 import { copyFile, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { basename } from 'node:path'
 import type { AppContext } from '../context.js'
-import { errors } from '../errors.js'
+import { errors, type ModelUse } from '../errors.js'
 import { getFiles } from '../files/files.store.js'
 import type { BaseModel } from '../models/catalog.js'
 import { checkpointNamed } from './checkpoints.store.js'
@@ -54,32 +54,34 @@ export async function resolveStartingPoint (
   ctx: AppContext,
   projectId: string,
   model: string,
+  use: ModelUse = 'train',
   nested = false
 ): Promise<StartingPoint | undefined> {
   const base = ctx.models.find(rootBaseId(model))
   if (!base) return undefined
   // a folder the trainer would refuse: said now, not after the files have been tokenized
-  if (base.unsupported) throw errors.unsupportedModel(base.id, base.unsupported, ctx.models.support.summary)
+  if (base.unsupported) throw errors.unsupportedModel(base.id, base.unsupported, ctx.models.support.summary, use)
   if (!isCheckpointModel(model)) return { base }
-  const ckpt = await checkpointSource(ctx, projectId, model)
+  const ckpt = await checkpointSource(ctx, projectId, model, use)
   if (!ckpt) return undefined
   if (!('lora' in ckpt)) return { base, weights: ckpt }
   if (!isCheckpointModel(ckpt.appliesTo)) return { base, adapter: ckpt }
   // LoRA trained on a full checkpoint: that checkpoint's weights are what the adapter applies to
-  const under = nested ? undefined : await resolveStartingPoint(ctx, projectId, ckpt.appliesTo, true)
-  if (!under?.weights || under.adapter) throw errors.checkpointUnusable(model, `the model its adapter applies to (${ckpt.appliesTo}) is not available`)
+  const under = nested ? undefined : await resolveStartingPoint(ctx, projectId, ckpt.appliesTo, use, true)
+  if (!under?.weights || under.adapter) throw errors.checkpointUnusable(model, `the model its adapter applies to (${ckpt.appliesTo}) is not available`, use)
   return { base, weights: under.weights, adapter: ckpt }
 }
 
 async function checkpointSource (
   ctx: AppContext,
   projectId: string,
-  name: string
+  name: string,
+  use: ModelUse
 ): Promise<CheckpointSource | AdapterSource | undefined> {
   const row = await checkpointNamed(ctx.db, projectId, name)
   if (!row) return undefined
   const files = await getFiles(ctx.db, projectId, row.result_files)
-  if (files.length !== row.result_files.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted')
+  if (files.length !== row.result_files.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted', use)
   const named = files.map(f => ({ id: f.id, name: basename(f.filename.slice(f.filename.indexOf('/') + 1)) }))
   const adapterConfig = named.find(f => f.name === 'adapter_config.json')
   if (!adapterConfig) return { id: row.id, name, files: named }
@@ -87,9 +89,9 @@ async function checkpointSource (
   try {
     cfg = JSON.parse(await readFile(ctx.blobs.pathOf(adapterConfig.id), 'utf8'))
   } catch (err) {
-    throw errors.checkpointUnusable(name, `its adapter_config.json cannot be read (${(err as Error).message})`)
+    throw errors.checkpointUnusable(name, `its adapter_config.json cannot be read (${(err as Error).message})`, use)
   }
-  if (typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') throw errors.checkpointUnusable(name, 'its adapter_config.json has no r or lora_alpha')
+  if (typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') throw errors.checkpointUnusable(name, 'its adapter_config.json has no r or lora_alpha', use)
   const appliesTo = typeof cfg.base_model_name_or_path === 'string' ? cfg.base_model_name_or_path : rootBaseId(name)
   return { id: row.id, name, files: named, lora: { r: cfg.r, alpha: cfg.lora_alpha }, appliesTo }
 }
@@ -106,7 +108,8 @@ export async function linkTrainingSources (ctx: AppContext, jobId: string, model
   if (model.adapter) await linkFolder(ctx, model.adapter, dirs.adapter)
 }
 
-async function linkFolder (ctx: AppContext, source: CheckpointSource, dir: string): Promise<void> {
+/** The checkpoint's result files hard-linked into `dir` (complete once it exists); a 400 if one is gone. */
+export async function linkFolder (ctx: AppContext, source: CheckpointSource, dir: string, use: ModelUse = 'train'): Promise<void> {
   if (existsSync(dir)) return
   const tmp = `${dir}.tmp-${randomUUID()}`
   try {
@@ -119,7 +122,7 @@ async function linkFolder (ctx: AppContext, source: CheckpointSource, dir: strin
     await writeFile(`${tmp}/.complete`, '')
     await rename(tmp, dir)
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') throw errors.checkpointUnusable(source.name, 'some of its result files were deleted')
+    if ((err as { code?: string }).code === 'ENOENT') throw errors.checkpointUnusable(source.name, 'some of its result files were deleted', use)
     throw err
   } finally {
     await rm(tmp, { recursive: true, force: true })
