@@ -4,6 +4,8 @@
     cd trainer && python3 -m opentune_trainer init-tiny --out /abs/path/models/opentune/tiny-llama
     cd trainer && python3 -m opentune_trainer tiny-files --out ../models/opentune/tiny-llama
     cd trainer && python3 -m opentune_trainer doctor      # JSON: torch, CUDA devices, bf16, kernels
+    cd trainer && python3 -m opentune_trainer serve [--max-batch 32] [--memory-gb 4] [--idle-seconds 600]
+        # the inference worker: JSON lines on stdin/stdout (docs/inference-protocol.md)
 
 Exit codes: 0 done · 2 the job's fault (an `error` line says which) · 3 stopped by SIGTERM after
 saving state · anything else our fault (an `error` line with internal_error when we can).
@@ -26,12 +28,23 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     sub.add_parser("tiny-files", help="regenerate the tiny model's static files").add_argument("--out", required=True)
     sub.add_parser("doctor", help="print what training will run on (JSON)")
+    s = sub.add_parser("serve", help="the inference worker (docs/inference-protocol.md)")
+    # slots per loaded weights: more rows share each weight read (throughput), each costs KV cache
+    s.add_argument("--max-batch", type=int, default=32)
+    # weights + adapters + KV caches; past it the least recently used idle ones are unloaded
+    s.add_argument("--memory-gb", type=float, default=4.0)
+    # a model nobody asked for this long gives its memory back
+    s.add_argument("--idle-seconds", type=float, default=600.0)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
 
     if args.cmd == "doctor":
         from .doctor import main as doctor
 
         return doctor()
+
+    if args.cmd == "serve":
+        return serve(args)
 
     if args.cmd == "init-tiny":
         from .tiny import init_tiny
@@ -59,6 +72,25 @@ def stop_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except OSError:
         pass  # not glibc: the lease still hands the job over, the orphan just runs to its end
+
+
+def serve(args) -> int:
+    """The inference worker: `ready`, then requests until stdin closes. Protocol lines only on stdout."""
+    from . import protocol
+
+    protocol.claim_stdout()
+    stop_with_parent()  # an orphaned worker would hold its weights' memory forever
+    if args.max_batch < 1:
+        protocol.emit("error", id=None, code="bad_request", message="--max-batch must be at least 1")
+        return 2
+    try:
+        from .inference.server import serve as run
+
+        return run(args.device, args.max_batch, args.memory_gb, args.idle_seconds)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: report, then exit non-zero
+        traceback.print_exc()
+        protocol.emit("error", id=None, code="internal_error", message=f"{type(e).__name__}: {e}")
+        return 1
 
 
 def disk_full(e: BaseException) -> bool:
