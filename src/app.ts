@@ -13,12 +13,16 @@ import { installJsonParser } from './http/json-body.js'
 import { echoRequestId, requestIdOptions } from './http/request-id.js'
 import { appLogger, logRequests } from './http/request-log.js'
 import { schemaCompiler } from './http/validation.js'
+import { deploymentsRoutes } from './deployments/deployments.routes.js'
 import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
+import type { DeployCheck } from './inference/served-model.js'
 import { modelsRoutes } from './models/models.routes.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
+  /** The inference backend's check that it can serve a deployment (POST /v0/models validation). */
+  checkDeployable?: DeployCheck
 }
 
 export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promise<FastifyInstance> {
@@ -80,6 +84,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     await api.register(filesRoutes, { ctx })
     await api.register(jobsRoutes, { ctx })
     await api.register(modelsRoutes, { ctx })
+    await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable })
   })
   return app
 }

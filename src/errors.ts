@@ -61,6 +61,8 @@ export const errors = {
     `No checkpoint found with id '${shown(id)}'.`, 'checkpoint_id'),
   modelNotFound: (id: string) => new ApiError(404, INVALID, 'model_not_found',
     `No model found with id '${shown(id)}'.`, 'model'),
+  deploymentNotFound: (name: string) => new ApiError(404, INVALID, 'model_not_found',
+    `No custom model found with name '${shown(name)}'.`, 'name'),
   routeNotFound: (method: string, url: string) => new ApiError(404, INVALID, 'route_not_found',
     `No route ${method} ${shown(url)}.`),
   trainingFileNotFound: (param: 'training_file' | 'validation_file', id: string) => new ApiError(400, INVALID,
@@ -81,6 +83,14 @@ export const errors = {
     `Fine-tuning method '${type}' is not supported by this server; use 'supervised'.`, 'method'),
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',
     `${param} is not supported: ${why}`, param),
+  // one message for an unknown checkpoint and another project's: nothing is said about the latter
+  deploymentSourceNotFound: (source: string) => new ApiError(400, INVALID, 'checkpoint_not_found',
+    `source '${shown(source)}' is not a checkpoint of your project: give '<job_id>:<checkpoint_id>' ` +
+    '(GET /v1/fine_tuning/jobs/{job_id}/checkpoints lists them).', 'source'),
+  deploymentBaseMismatch: (baseModel: string, source: string, trainedOn: string) => new ApiError(400, INVALID,
+    'base_model_mismatch',
+    `base_model '${shown(baseModel)}' is not the model checkpoint '${shown(source)}' was trained on, which is ` +
+    `'${trainedOn}'.`, 'base_model'),
   jobNotCancellable: (id: string, status: string) => new ApiError(409, INVALID, 'job_not_cancellable',
     `Fine-tuning job '${shown(id)}' has already ${status}; only unfinished jobs can be cancelled.`, 'job_id'),
   fileInUse: (id: string, jobId: string) => new ApiError(409, INVALID, 'file_in_use',
@@ -113,6 +123,8 @@ export const errors = {
   storageFull: () => new ApiError(507, 'server_error', 'storage_full',
     'Storage full: the server has no space left on the disk of its data directory. Delete files you ' +
     'no longer need (DELETE /v1/files/{file_id}) or ask the operator to free space, then try again.'),
+  modelStillValidating: (name: string) => new ApiError(400, INVALID, 'model_not_ready',
+    `Model '${shown(name)}' is still validating; GET /v0/models/{name} says when it is active.`, 'model'),
   internal: (requestId: string) => new ApiError(500, 'server_error', 'internal_error',
     `The server had an error while processing your request (request id ${requestId}).`),
 }

@@ -1,4 +1,4 @@
-// Every /v1 route once, with what it reads from the client: the table-driven tests over the routes
+// Every /v1 and /v0 route once, with what it reads from the client: the table-driven tests over the routes
 // (test/contract/unstorable-text.test.ts, project-query.test.ts) walk it, so a new route — or a new
 // query parameter, or a new string field in a job's body — is covered by adding it here.
 import { insertCheckpoint } from '../src/fine-tuning/checkpoints.store.js'
@@ -14,6 +14,10 @@ export interface Fixtures {
   model: string
   /** the checkpoint's model name: `model` on a job create looks it up in the store */
   checkpoint_model: string
+  /** `<job_id>:<checkpoint_id>` of the checkpoint: a deployment's source */
+  deployment_source: string
+  /** the full name of a deployment of the checkpoint (/v0/models), done validating */
+  deployment: string
 }
 
 export type Method = 'GET' | 'POST' | 'DELETE'
@@ -75,6 +79,16 @@ export const ROUTES: Route[] = [
   { method: 'GET', path: '/v1/fine_tuning/jobs/:job_id/checkpoints/:checkpoint_id' },
   { method: 'GET', path: '/v1/models' },
   { method: 'GET', path: '/v1/models/:model' },
+  {
+    method: 'POST',
+    path: '/v0/models',
+    // 64 characters, the most a name may have: a character put in it makes it too long (422) however
+    // storable, so its cases agree; the other fields' cases get through to the store
+    body: f => ({ name: 'n'.repeat(64), base_model: f.model, source: f.deployment_source, description: 'text' }),
+  },
+  { method: 'GET', path: '/v0/models' },
+  { method: 'GET', path: '/v0/models/:deployment' },
+  { method: 'DELETE', path: '/v0/models/:deployment' },
 ]
 
 /** A file, a job (left validating: no runner), one of its events and a checkpoint row of it. */
@@ -88,6 +102,8 @@ export async function makeFixtures (env: TestEnv): Promise<Fixtures> {
     jobId, stepNumber: 1, fineTunedModelCheckpoint: checkpointModel, metrics: {}, resultFiles: [],
   })
   const events = await env.app.inject({ url: `/v1/fine_tuning/jobs/${jobId}/events`, headers: env.auth() })
+  const deploymentSource = `${jobId}:${checkpoint.id}`
+  const deployment = await makeDeployment(env, { name: 'fixture', base_model: 'opentune/tiny-llama', source: deploymentSource })
   return {
     file_id: fileId,
     job_id: jobId,
@@ -95,7 +111,22 @@ export async function makeFixtures (env: TestEnv): Promise<Fixtures> {
     event_id: events.json().data[0].id as string,
     model: 'opentune/tiny-llama',
     checkpoint_model: checkpointModel,
+    deployment_source: deploymentSource,
+    deployment,
   }
+}
+
+/** A deployment, once its validation is over (this checkpoint has no result files: it ends in error). */
+async function makeDeployment (env: TestEnv, body: Record<string, unknown>): Promise<string> {
+  const created = await env.app.inject({ method: 'POST', url: '/v0/models', headers: env.auth(), payload: body })
+  if (created.statusCode !== 200) throw new Error(`deployment create failed: ${created.body}`)
+  const name = created.json().name as string
+  for (let i = 0; i < 500; i++) {
+    const res = await env.app.inject({ url: `/v0/models/${encodeURIComponent(name)}`, headers: env.auth() })
+    if (res.json().status !== 'validating') return name
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  throw new Error(`deployment ${name} still validating after 10 s`)
 }
 
 /** A path parameter as a URL carries it: encoded, but a model id keeps its '/'. */

@@ -2,6 +2,7 @@
 // stored as text so SQLite and PostgreSQL read it back the same way. Each store decodes its rows
 // (FileRow, JobRow, EventRow, CheckpointRow live there); nothing else reads these shapes.
 import type { Generated } from 'kysely'
+import type { DeploymentKind, DeploymentStatus } from '../deployments/deployments.schemas.js'
 import type { FilePurpose, FileStatus } from '../files/files.schemas.js'
 import type { EventLevel, EventType, JobStatus } from '../fine-tuning/jobs.schemas.js'
 
@@ -84,6 +85,24 @@ export interface CheckpointTable {
   result_files: string // JSON string[]
 }
 
+export interface DeploymentTable {
+  seq: Generated<number>
+  name: string // the full name handed out: <base>-LoRa:<name>-<4 chars>; unique across projects
+  project_id: string
+  base_model: string
+  source: string // as sent: <job_id>:<checkpoint_id>
+  description: string | null
+  job_id: string
+  checkpoint_id: string
+  checkpoint_model: string // the checkpoint's fine_tuned_model_checkpoint: what it resolves to
+  kind: DeploymentKind
+  status: DeploymentStatus
+  status_reason: string | null
+  context_length: number | null // known once validated
+  created_at: number
+  deleted_at: number | null
+}
+
 export interface Database {
   projects: ProjectTable
   api_keys: ApiKeyTable
@@ -91,4 +110,5 @@ export interface Database {
   fine_tuning_jobs: JobTable
   job_events: EventTable
   checkpoints: CheckpointTable
+  deployments: DeploymentTable
 }

@@ -111,8 +111,42 @@ function runnerLease (dialect: Dialect): Migration {
   }
 }
 
+// Deployments (/v0/models): a checkpoint made a named, servable model. The full name is the key;
+// a deleted one keeps its row (status 'deleted'), so its name is never handed out again.
+function deployments (dialect: Dialect): Migration {
+  const seq = seqColumn(dialect)
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.createTable('deployments')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('name', 'text', c => c.notNull().unique())
+        .addColumn('project_id', 'text', c => c.notNull().references('projects.id'))
+        .addColumn('base_model', 'text', c => c.notNull())
+        .addColumn('source', 'text', c => c.notNull())
+        .addColumn('description', 'text')
+        .addColumn('job_id', 'text', c => c.notNull())
+        .addColumn('checkpoint_id', 'text', c => c.notNull())
+        .addColumn('checkpoint_model', 'text', c => c.notNull())
+        .addColumn('kind', 'text', c => c.notNull())
+        .addColumn('status', 'text', c => c.notNull())
+        .addColumn('status_reason', 'text')
+        .addColumn('context_length', bigint)
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('deleted_at', bigint)
+        .execute()
+      await db.schema.createIndex('deployments_project').on('deployments').columns(['project_id', 'seq']).execute()
+      await db.schema.createIndex('deployments_status').on('deployments').columns(['status']).execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
-  return { '0001_initial': initial(dialect), '0002_runner_lease': runnerLease(dialect) }
+  return {
+    '0001_initial': initial(dialect),
+    '0002_runner_lease': runnerLease(dialect),
+    '0003_deployments': deployments(dialect),
+  }
 }
 
 export async function migrateToLatest (db: Kysely<any>, dialect: Dialect, schema: string | null): Promise<void> {

@@ -1,10 +1,12 @@
 // `model` of an inference request → the folders that serve it (ServedModel). A base model serves
 // from its own folder; a checkpoint (a job's fine_tuned_model or any fine_tuned_model_checkpoint)
 // from its result files, hard-linked once into <data>/served/<checkpoint_id>/ (blobs never
-// change, so the link costs nothing and survives a later delete of the result files).
+// change, so the link costs nothing and survives a later delete of the result files). A deployment's
+// name (/v0/models) serves its checkpoint once the deployment is active.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AppContext } from '../context.js'
+import { activeDeployment, isDeploymentName } from '../deployments/deployments.service.js'
 import { linkFolder, resolveStartingPoint, type StartingPoint } from '../fine-tuning/continue-from.js'
 import { modelDirForTraining } from '../runner/model-weights.js'
 import type { ServedModel } from './served-model.js'
@@ -18,6 +20,12 @@ export async function resolveServedModel (
   projectId: string,
   name: string
 ): Promise<ServedModel | undefined> {
+  if (isDeploymentName(name)) {
+    // an active deployment (/v0/models) serves its checkpoint under the deployment's name
+    const deployment = await activeDeployment(ctx, projectId, name)
+    const served = deployment && await resolveServedModel(ctx, projectId, deployment.checkpoint_model)
+    return served && { ...served, name }
+  }
   const point = await resolveStartingPoint(ctx, projectId, name, 'serve')
   if (!point) return undefined
   return await servedFrom(ctx, name, point)

@@ -18,3 +18,8 @@ export interface ServedModel {
   /** Prompt plus completion tokens may not exceed this. */
   contextLength: number
 }
+
+/** An inference backend's own check that it can serve a model (e.g. a LoRA rank above what the
+ *  engine was started with): the reason it cannot, or null. A deployment (POST /v0/models) runs it
+ *  while validating, after the checkpoint resolved to folders; a reason makes it `status: "error"`. */
+export type DeployCheck = (served: ServedModel) => Promise<string | null>

@@ -11,6 +11,8 @@ const ROUTES: Array<[string, string]> = [
   ['GET', '/v1/fine_tuning/jobs/ftjob-x'], ['POST', '/v1/fine_tuning/jobs/ftjob-x/cancel'],
   ['GET', '/v1/fine_tuning/jobs/ftjob-x/events'], ['GET', '/v1/fine_tuning/jobs/ftjob-x/checkpoints'],
   ['GET', '/v1/fine_tuning/jobs/ftjob-x/checkpoints/ftckpt_x'], ['GET', '/v1/models'],
+  ['GET', '/v0/models'], ['POST', '/v0/models'], ['GET', '/v0/models/org/m-LoRa:x-abcd'],
+  ['DELETE', '/v0/models/org/m-LoRa:x-abcd'],
 ]
 
 for (const dialect of DIALECTS) {

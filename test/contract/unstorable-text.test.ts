@@ -113,6 +113,7 @@ interface Outcome { status: number, code: string | null, param: string | null, e
 const masked = (text: string) => text
   .replace(/(file-|ftjob-|ftckpt_|ftevent-|proj_|req_)[0-9a-f-]+/g, '$1*')
   .replace(/"(created_at|created|finished_at|estimated_finish)":\d+/g, '"$1":0')
+  .replace(/(-LoRa|-Full):([^"]*)-[A-Za-z0-9]{4}"/g, '$1:$2-****"') // a deployment name's random suffix
 
 async function eventsOf (env: TestEnv, jobId: string): Promise<string> {
   return (await env.app.inject({ url: `/v1/fine_tuning/jobs/${jobId}/events?limit=100`, headers: env.auth() })).body
