@@ -125,6 +125,15 @@ export const errors = {
     'no longer need (DELETE /v1/files/{file_id}) or ask the operator to free space, then try again.'),
   modelStillValidating: (name: string) => new ApiError(400, INVALID, 'model_not_ready',
     `Model '${shown(name)}' is still validating; GET /v0/models/{name} says when it is active.`, 'model'),
+  // The vLLM backend (src/inference/vllm.ts). 502s are retried by the openai SDKs.
+  modelNotServable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_servable',
+    `Model '${shown(model)}' cannot be served by this server's vLLM: ${why}.`, 'model'),
+  adapterLoadFailed: (model: string, path: string, why: string) => new ApiError(400, INVALID, 'adapter_load_failed',
+    `vLLM could not load the LoRA adapter of '${shown(model)}' from ${path}: ${why}`, 'model'),
+  upstreamUnavailable: (url: string, why: string) => new ApiError(502, 'server_error', 'upstream_unavailable',
+    `The vLLM server at OPENTUNE_VLLM_URL (${url}) cannot be reached: ${why}.`),
+  upstreamError: (why: string) => new ApiError(502, 'server_error', 'upstream_error',
+    `The vLLM server gave an answer opentune cannot use: ${why}.`),
   internal: (requestId: string) => new ApiError(500, 'server_error', 'internal_error',
     `The server had an error while processing your request (request id ${requestId}).`),
 }
