@@ -18,6 +18,8 @@ import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
 import type { DeployCheck } from './inference/served-model.js'
 import { modelsRoutes } from './models/models.routes.js'
+import { EngineWorker } from './inference/engine-worker.js'
+import { inferenceRoutes } from './inference/inference.routes.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -69,6 +71,10 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     },
   })
 
+  // the embedded inference worker starts on the first completion request and stops with the app
+  const engine = new EngineWorker(ctx.config, app.log)
+  app.addHook('onClose', async () => { await engine.close() })
+
   app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }))
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   await app.register(async (api) => {
@@ -84,6 +90,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     await api.register(filesRoutes, { ctx })
     await api.register(jobsRoutes, { ctx })
     await api.register(modelsRoutes, { ctx })
+    await api.register(inferenceRoutes, { ctx, engine })
     await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable })
   })
   return app

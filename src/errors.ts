@@ -22,7 +22,9 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly param: string | null = null,
-    readonly issues: ValidationIssue[] | null = null
+    readonly issues: ValidationIssue[] | null = null,
+    /** Seconds for a Retry-After header: the condition is passing (a full queue). */
+    readonly retryAfter: number | null = null
   ) {
     super(message)
     this.name = 'ApiError'
@@ -123,8 +125,20 @@ export const errors = {
   storageFull: () => new ApiError(507, 'server_error', 'storage_full',
     'Storage full: the server has no space left on the disk of its data directory. Delete files you ' +
     'no longer need (DELETE /v1/files/{file_id}) or ask the operator to free space, then try again.'),
+  contextTooLong: (promptTokens: number, maxTokens: number, context: number) => new ApiError(400, INVALID,
+    'context_length_exceeded', `This model's maximum context length is ${context} tokens; the prompt has ` +
+    `${promptTokens} tokens and max_tokens asks for ${maxTokens} more (${promptTokens + maxTokens} in all).`, 'max_tokens'),
   modelStillValidating: (name: string) => new ApiError(400, INVALID, 'model_not_ready',
     `Model '${shown(name)}' is still validating; GET /v0/models/{name} says when it is active.`, 'model'),
+  // The openai SDKs retry 429 (after Retry-After) and 503 on their own: both are passing conditions.
+  inferenceBusy: (waiting: number) => new ApiError(429, 'server_error', 'engine_overloaded',
+    `The inference engine is at capacity (${waiting} requests running or waiting); retry shortly.`, null, null, 1),
+  inferenceRestarted: () => new ApiError(503, 'server_error', 'engine_restarted',
+    'The inference engine stopped while serving this request and is restarting; retry it.', null, null, 1),
+  inferenceUnavailable: (why: string) => new ApiError(503, 'server_error', 'engine_unavailable',
+    `The inference engine cannot start: ${why}.`),
+  generationFailed: (code: string, why: string) => new ApiError(code === 'bad_request' ? 400 : 500,
+    code === 'bad_request' ? INVALID : 'server_error', code, `Generation failed: ${why}`),
   // The vLLM backend (src/inference/vllm.ts). 502s are retried by the openai SDKs.
   modelNotServable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_servable',
     `Model '${shown(model)}' cannot be served by this server's vLLM: ${why}.`, 'model'),

@@ -42,7 +42,7 @@ function checkLastMessage (messages: TemplateMessage[]): void {
   }
 }
 
-function validateMessage (
+export function validateMessage (
   raw: unknown,
   path: string,
   context: ValidationContext
@@ -128,7 +128,7 @@ function parseArguments (raw: unknown, path: string): unknown {
   }
 }
 
-function validateTools (raw: unknown): unknown[] {
+export function validateTools (raw: unknown): unknown[] {
   if (!Array.isArray(raw)) throw new ExampleError(`"tools" must be an array (got ${describeValue(raw)})`, 'tools')
   raw.forEach((tool, k) => {
     const fn = isObject(tool) ? tool.function : undefined

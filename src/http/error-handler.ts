@@ -32,6 +32,7 @@ export function sendError (reply: FastifyReply, err: ApiError): FastifyReply {
   // about the resource, so a retry only delays the same answer by ~1.5 s.
   // A full disk (507) stays full for a retry too; the SDK would resend a whole upload.
   if (err.status === 409 || err.status === 507) void reply.header('x-should-retry', 'false')
+  if (err.retryAfter !== null) void reply.header('retry-after', String(err.retryAfter))
   return reply.code(err.status).type('application/json; charset=utf-8').send(err.toBody())
 }
 
