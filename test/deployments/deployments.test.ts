@@ -278,6 +278,33 @@ for (const dialect of DIALECTS) {
         assert.equal(await resolveServedModel(env.ctx, env.projectId, `${BASE}-LoRa:never-abcd`), undefined)
       })
 
+    it('a deployment left validating (a server stopped meanwhile) is validated when the server starts', async () => {
+      const row = await insertDeployment(env.ctx.db, {
+        name: `${BASE}-Full:restart-wxyz`,
+        project_id: env.projectId,
+        base_model: BASE,
+        source: full.source,
+        description: null,
+        job_id: full.jobId,
+        checkpoint_id: full.checkpointId,
+        checkpoint_model: full.model,
+        kind: 'full',
+        status: 'validating',
+        status_reason: null,
+        context_length: null,
+        created_at: nowSeconds(),
+        deleted_at: null,
+      })
+      const app = await buildApp(env.ctx, { logger: false })
+      try {
+        await app.ready()
+        const info = await settled({ ...env, app }, row.name)
+        assert.equal(info.status, 'active', JSON.stringify(info))
+      } finally {
+        await app.close()
+      }
+    })
+
     it('the inference backend\'s check (checkDeployable) can refuse a deployment: error with its reason', async () => {
       const seen: string[] = []
       const app = await buildApp(env.ctx, {
