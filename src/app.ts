@@ -20,6 +20,7 @@ import type { DeployCheck } from './inference/served-model.js'
 import { modelsRoutes } from './models/models.routes.js'
 import { EngineWorker } from './inference/engine-worker.js'
 import { inferenceRoutes } from './inference/inference.routes.js'
+import { makeVllmBackend } from './inference/vllm.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -72,8 +73,10 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
   })
 
   // the embedded inference worker starts on the first completion request and stops with the app
+  // (OPENTUNE_INFERENCE=vllm: requests go to that server instead, and deployments are checked against it)
   const engine = new EngineWorker(ctx.config, app.log)
   app.addHook('onClose', async () => { await engine.close() })
+  const vllm = ctx.config.inference.engine === 'vllm' ? makeVllmBackend(ctx.config) : null
 
   app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }))
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
@@ -90,8 +93,8 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     await api.register(filesRoutes, { ctx })
     await api.register(jobsRoutes, { ctx })
     await api.register(modelsRoutes, { ctx })
-    await api.register(inferenceRoutes, { ctx, engine })
-    await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable })
+    await api.register(inferenceRoutes, { ctx, engine, vllm })
+    await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable ?? vllm?.checkDeployable })
   })
   return app
 }

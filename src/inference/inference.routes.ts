@@ -1,10 +1,12 @@
 // OpenAI inference — POST /v1/chat/completions and /v1/completions, whole or streamed (SSE), on
 // base models, fine-tuned models, checkpoints and deployments of the caller's project.
+import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import type { AppContext } from '../context.js'
 import { clientGoneSignal, openEventStream, type EventStream } from '../http/sse.js'
 import type { EngineWorker } from './engine-worker.js'
+import type { VllmBackend } from './vllm.js'
 import type { ChoiceOutput } from './generate.js'
 import { ChatCompletionRequest, CompletionRequest } from './inference.schemas.js'
 import { prepareChat, prepareCompletion, runChoices, servedModelOrThrow, type Prepared } from './inference.service.js'
@@ -12,14 +14,16 @@ import { streamChat, streamCompletion } from './streams.js'
 import { chatSampling, completionSampling } from './parameters.js'
 import { chatCompletion, envelope, idsOf, promptTokens, textCompletion, TokenTexts } from './responses.js'
 
-type Options = { ctx: AppContext, engine: EngineWorker }
+type Options = { ctx: AppContext, engine: EngineWorker, vllm: VllmBackend | null }
 
-export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, { ctx, engine }) => {
+export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, { ctx, engine, vllm }) => {
   app.post('/v1/chat/completions', {
     schema: { summary: 'Create a chat completion', body: ChatCompletionRequest },
   }, async (request, reply) => {
-    const params = chatSampling(request.body)
     const served = await servedModelOrThrow(ctx, request.projectId, request.body.model)
+    // vLLM implements parameters we do not (response_format, logit_bias…): it judges them itself
+    if (vllm) return await passThrough(reply, await vllm.forward('/v1/chat/completions', request.body, served, clientGoneSignal(reply)))
+    const params = chatSampling(request.body)
     const prepared = await prepareChat(served, request.body, params)
     engine.checkCapacity(prepared.prompts.length * params.n)
     const env = envelope('chatcmpl', request.body.model)
@@ -33,8 +37,10 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, {
   app.post('/v1/completions', {
     schema: { summary: 'Create a text completion', body: CompletionRequest },
   }, async (request, reply) => {
-    const params = completionSampling(request.body)
     const served = await servedModelOrThrow(ctx, request.projectId, request.body.model)
+    // vLLM implements parameters we do not (response_format, logit_bias…): it judges them itself
+    if (vllm) return await passThrough(reply, await vllm.forward('/v1/completions', request.body, served, clientGoneSignal(reply)))
+    const params = completionSampling(request.body)
     const prepared = await prepareCompletion(served, request.body, params)
     engine.checkCapacity(prepared.prompts.length * params.n)
     const env = envelope('cmpl', request.body.model)
@@ -45,6 +51,13 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, {
     const choices = await runWhole(engine, prepared, reply)
     return textCompletion(env, prepared, choices, await textsFor(prepared, choices, echo), echo)
   })
+}
+
+/** vLLM's answer as it came: status, content type and body bytes (an SSE stream stays one). */
+async function passThrough (reply: FastifyReply, upstream: Response): Promise<FastifyReply> {
+  void reply.code(upstream.status).type(upstream.headers.get('content-type') ?? 'application/json')
+  if (upstream.body === null) return await reply.send('')
+  return await reply.send(Readable.fromWeb(upstream.body as import('node:stream/web').ReadableStream))
 }
 
 /** Everything is checked before the first byte (a bad request still gets its 4xx); after it, errors are events. */
