@@ -76,7 +76,14 @@ export class EngineWorker {
     this.inFlight.set(id, sink)
     this.send(child, { op: 'generate', id, ...request })
     return {
-      cancel: () => { if (this.inFlight.has(id) && this.child === child) this.send(child, { op: 'cancel', id }) },
+      // The worker reads its stdin in order, so it frees the slot before it sees any later request:
+      // the slot counts as free now, and the request ends now (what the worker still says is dropped).
+      cancel: () => {
+        const sink = this.finish(id)
+        if (!sink) return
+        if (this.child === child) this.send(child, { op: 'cancel', id })
+        sink.done('cancelled')
+      },
     }
   }
 

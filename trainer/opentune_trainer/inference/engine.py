@@ -153,8 +153,9 @@ class Engine:
         if min(req.prompt) < 0 or max(req.prompt) >= V:
             raise BadRequest(f"prompt token ids must be in 0..{V - 1}")
 
-    def _admit(self, req: Request, make_room: Callable[[int], None]) -> torch.Tensor:
-        """Prefill `req` into the next free row; returns the logits [1, vocab] of its first token."""
+    def _admit(self, req: Request, make_room: Callable[[int], None]) -> torch.Tensor | None:
+        """Prefill `req` into the next free row; returns the logits [1, vocab] of its first token, or
+        None for a request that only scores its prompt (max_tokens 0: what evaluation harnesses send)."""
         self.check(req)
         if req.adapter_path:
             req.adapter = self.adapter(req.adapter_path, make_room)
@@ -182,6 +183,9 @@ class Engine:
             values, tops = prompt_logprobs(torch.cat(chunks), req.prompt, req.logprobs)
             fields = {"logprobs": values} if tops is None else {"logprobs": values, "top": tops}
             self.emit("prompt", id=req.id, **fields)
+        if req.max_tokens == 0:  # the row stays free: the next prefill overwrites its cache
+            self.emit("done", id=req.id, finish_reason="length", prompt_tokens=T, completion_tokens=0)
+            return None
         logits = self.model.lm_head(h[0, -1:]).float()
         if self.counts is not None:
             self.counts[row].zero_()
@@ -239,7 +243,9 @@ class Engine:
         while pending and len(self.rows) < self.max_batch:
             req = pending.popleft()
             try:
-                new[id(req)] = self._admit(req, make_room)
+                logits = self._admit(req, make_room)
+                if logits is not None:
+                    new[id(req)] = logits
             except BadRequest as e:
                 self.emit("error", id=req.id, code="bad_request", message=str(e))
             except ModelError as e:

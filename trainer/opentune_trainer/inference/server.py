@@ -77,7 +77,7 @@ def parse_generate(msg: dict) -> Request:
         weights=os.path.abspath(model["weights"]),
         adapter_path=os.path.abspath(adapter) if adapter else None,
         prompt=prompt,
-        max_tokens=_number(msg, "max_tokens", 16, 1, None, integer=True),
+        max_tokens=_number(msg, "max_tokens", 16, 0, None, integer=True),
         temperature=float(_number(msg, "temperature", 1.0, 0.0, None)),
         top_p=float(_number(msg, "top_p", 1.0, 0.0, 1.0)),
         seed=seed % 2**63 if seed is not None else None,
