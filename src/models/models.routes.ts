@@ -1,9 +1,11 @@
 // Models — https://platform.openai.com/docs/api-reference/models: base models that can be
-// fine-tuned, and this project's fine-tuned checkpoints (each usable as a model name).
+// fine-tuned, this project's fine-tuned checkpoints and its active deployments (each usable as a
+// `model` for /v1/chat/completions).
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { AppContext } from '../context.js'
 import { errors } from '../errors.js'
+import { listDeployments } from '../deployments/deployments.store.js'
 import { checkpointModels } from '../fine-tuning/checkpoints.store.js'
 
 const Model = Type.Object({
@@ -19,7 +21,12 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
   const allModels = async (projectId: string) => {
     const base = ctx.models.list().map(m => ({ id: m.id, object: 'model' as const, created: m.createdAt, owned_by: 'opentune' }))
     const tuned = await checkpointModels(ctx.db, projectId)
-    return [...base, ...tuned.map(t => ({ id: t.name, object: 'model' as const, created: t.createdAt, owned_by: projectId }))]
+    const deployed = (await listDeployments(ctx.db, projectId)).filter(d => d.status === 'active').reverse()
+    return [
+      ...base,
+      ...tuned.map(t => ({ id: t.name, object: 'model' as const, created: t.createdAt, owned_by: projectId })),
+      ...deployed.map(d => ({ id: d.name, object: 'model' as const, created: d.created_at, owned_by: projectId })),
+    ]
   }
 
   app.get('/v1/models', { schema: { summary: 'List models', response: { 200: ModelList } } }, async (request) => {

@@ -173,6 +173,9 @@ describe(`${DIALECTS[0]}: chat and text completions with the openai client`, () 
       if (status === 'validating') await new Promise(resolve => setTimeout(resolve, 50))
     }
     assert.equal(status, 'active')
+    const listed = []
+    for await (const m of client.models.list()) listed.push(m.id)
+    assert.ok(listed.includes(deployed.name) && listed.includes(checkpoint.name), 'GET /v1/models lists both')
     const viaDeployment = await greedy(deployed.name)
     assert.equal(viaDeployment.model, deployed.name)
     assert.equal(viaDeployment.choices[0]?.message.content, tuned.choices[0]?.message.content)
