@@ -137,8 +137,12 @@ export const errors = {
     'The inference engine stopped while serving this request and is restarting; retry it.', null, null, 1),
   inferenceUnavailable: (why: string) => new ApiError(503, 'server_error', 'engine_unavailable',
     `The inference engine cannot start: ${why}.`),
-  generationFailed: (code: string, why: string) => new ApiError(code === 'bad_request' ? 400 : 500,
-    code === 'bad_request' ? INVALID : 'server_error', code, `Generation failed: ${why}`),
+  // the worker's error codes (docs/inference-protocol.md): the request's or the checkpoint's fault is a
+  // 400, a full memory passes (503, retried), anything else is ours
+  generationFailed: (code: string, why: string) => {
+    const status = code === 'bad_request' || code === 'model_error' ? 400 : code === 'out_of_memory' ? 503 : 500
+    return new ApiError(status, status === 400 ? INVALID : 'server_error', code, `Generation failed: ${why}`)
+  },
   // The vLLM backend (src/inference/vllm.ts). 502s are retried by the openai SDKs.
   modelNotServable: (model: string, why: string) => new ApiError(400, INVALID, 'model_not_servable',
     `Model '${shown(model)}' cannot be served by this server's vLLM: ${why}.`, 'model'),
