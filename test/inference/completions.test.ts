@@ -9,7 +9,7 @@ import OpenAI, { APIError } from 'openai'
 import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
 import { DIALECTS, testConfig } from '../helper.js'
-import { makeLoraCheckpoint } from './lora-checkpoint.js'
+import { makeFullCheckpoint, makeLoraCheckpoint } from './checkpoints.js'
 
 const BASE = 'opentune/tiny-llama'
 const ask = [{ role: 'user' as const, content: 'What is the capital of France?' }]
@@ -183,6 +183,14 @@ describe(`${DIALECTS[0]}: chat and text completions with the openai client`, () 
     let n = 0
     for await (const chunk of stream) n += chunk.choices[0]?.text.length ?? 0
     assert.ok(n > 0)
+  })
+
+  it('serves a full fine-tune\'s checkpoint from its own folder (weights, tokenizer, template)', async () => {
+    const full = await makeFullCheckpoint(service, client, 'main')
+    const r = await greedy(full.name)
+    assert.equal(r.model, full.name)
+    assert.equal(r.choices[0]?.message.content, (await greedy(BASE)).choices[0]?.message.content, 'same weights, same answer')
+    assert.equal(r.usage?.prompt_tokens, (await greedy(BASE)).usage?.prompt_tokens, 'same template and tokenizer')
   })
 
   it('answers another project\'s model exactly like an unknown one (404)', async () => {

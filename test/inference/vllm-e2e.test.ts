@@ -6,7 +6,7 @@ import OpenAI from 'openai'
 import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
 import { DIALECTS, testConfig } from '../helper.js'
-import { makeLoraCheckpoint } from './lora-checkpoint.js'
+import { makeLoraCheckpoint } from './checkpoints.js'
 import { startVllmStandin, type VllmStandin } from './vllm-standin.js'
 
 const BASE = 'opentune/tiny-llama'

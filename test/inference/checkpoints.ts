@@ -1,8 +1,8 @@
-// A LoRA checkpoint of the built-in tiny model, made without training: a job created through the
-// API (the runner is off), a PEFT adapter with random non-zero B written as its result files, and
+// Checkpoints of the built-in tiny model, made without training: a job created through the
+// API (the runner is off), a PEFT adapter with random non-zero B (or a full HF folder) written as its result files, and
 // the job marked succeeded with that checkpoint as its fine_tuned_model — what the runner leaves.
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import OpenAI, { toFile } from 'openai'
 import { insertResultFile } from '../../src/files/files.store.js'
@@ -10,6 +10,7 @@ import { insertCheckpoint } from '../../src/fine-tuning/checkpoints.store.js'
 import { checkpointModelName } from '../../src/fine-tuning/jobs.service.js'
 import { getJobById, updateJob } from '../../src/fine-tuning/jobs.store.js'
 import { newFileId } from '../../src/ids.js'
+import { modelDirForTraining } from '../../src/runner/model-weights.js'
 import type { Service } from '../../src/server.js'
 import { CHAT_LINE } from '../helper.js'
 
@@ -47,10 +48,9 @@ function randomMatrix (rows: number, cols: number, scale: number): { shape: numb
   return { shape: [rows, cols], data }
 }
 
-export async function makeLoraCheckpoint (service: Service, client: OpenAI, projectName: string) {
-  const ctx = service.ctx
-  const file = await client.files.create({ file: await toFile(Buffer.from(CHAT_LINE), 'train.jsonl'), purpose: 'fine-tune' })
-  const job = await client.fineTuning.jobs.create({ model: 'opentune/tiny-llama', training_file: file.id, suffix: 'qa' })
+export interface MadeCheckpoint { id: string, name: string, jobId: string }
+
+export async function makeLoraCheckpoint (service: Service, client: OpenAI, project: string): Promise<MadeCheckpoint> {
   const tensors: Record<string, { shape: number[], data: Float32Array }> = {}
   for (let layer = 0; layer < 4; layer++) {
     for (const [name, [inF, outF]] of Object.entries(SHAPES)) {
@@ -68,10 +68,35 @@ export async function makeLoraCheckpoint (service: Service, client: OpenAI, proj
     lora_alpha: 8,
     lora_dropout: 0,
     target_modules: Object.keys(SHAPES),
-    bias: 'none'
+    bias: 'none',
   }
-  const id = `ftckpt_${randomBytes(16).toString('hex')}`
   const files = { 'adapter_config.json': Buffer.from(JSON.stringify(config)), 'adapter_model.safetensors': safetensors(tensors) }
+  return await registerCheckpoint(service, client, project, files, { lora: true })
+}
+
+/** A full fine-tune's checkpoint: an HF folder (here the base's own weights, config and tokenizer). */
+export async function makeFullCheckpoint (service: Service, client: OpenAI, project: string): Promise<MadeCheckpoint> {
+  const base = service.ctx.models.find('opentune/tiny-llama')
+  if (!base) throw new Error('no built-in model')
+  const dir = await modelDirForTraining(service.ctx.config, base)
+  const files: Record<string, Buffer> = {}
+  for (const name of await readdir(dir)) files[name] = await readFile(join(dir, name))
+  return await registerCheckpoint(service, client, project, files, { lora: false })
+}
+
+async function registerCheckpoint (
+  service: Service,
+  client: OpenAI,
+  projectName: string,
+  files: Record<string, Buffer>,
+  hyperparameters: { lora: boolean }
+): Promise<MadeCheckpoint> {
+  const ctx = service.ctx
+  const file = await client.files.create({ file: await toFile(Buffer.from(CHAT_LINE), 'train.jsonl'), purpose: 'fine-tune' })
+  const job = await client.fineTuning.jobs.create({
+    model: 'opentune/tiny-llama', training_file: file.id, suffix: 'qa', hyperparameters: hyperparameters as never,
+  })
+  const id = `ftckpt_${randomBytes(16).toString('hex')}`
   const ids: string[] = []
   const projectId = (await getJobById(ctx.db, job.id))?.project_id ?? ''
   for (const [name, bytes] of Object.entries(files)) {
