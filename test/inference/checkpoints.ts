@@ -114,3 +114,16 @@ async function registerCheckpoint (
   await updateJob(ctx.db, job.id, { status: 'succeeded', fine_tuned_model: name, finished_at: Math.floor(Date.now() / 1000) })
   return { id, name, jobId: job.id }
 }
+
+/** POST /v0/models of the checkpoint, then GET until it leaves `validating` (bounded, never a fixed sleep). */
+export async function deploy (client: OpenAI, checkpoint: MadeCheckpoint): Promise<{ name: string, status: string }> {
+  const source = `${checkpoint.jobId}:${checkpoint.id}`
+  const body = { name: 'qa', base_model: 'opentune/tiny-llama', source }
+  const { name } = await client.post('/../v0/models', { body }) as { name: string }
+  let status = 'validating'
+  for (let i = 0; i < 200 && status === 'validating'; i++) {
+    status = (await client.get(`/../v0/models/${encodeURIComponent(name)}`) as { status: string }).status
+    if (status === 'validating') await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  return { name, status }
+}

@@ -9,7 +9,7 @@ import OpenAI, { APIError } from 'openai'
 import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
 import { DIALECTS, testConfig } from '../helper.js'
-import { makeFullCheckpoint, makeLoraCheckpoint } from './checkpoints.js'
+import { deploy, makeFullCheckpoint, makeLoraCheckpoint } from './checkpoints.js'
 
 const BASE = 'opentune/tiny-llama'
 const ask = [{ role: 'user' as const, content: 'What is the capital of France?' }]
@@ -165,14 +165,8 @@ describe(`${DIALECTS[0]}: chat and text completions with the openai client`, () 
     const job = await client.fineTuning.jobs.retrieve(checkpoint.jobId)
     assert.equal((await greedy(job.fine_tuned_model ?? '')).choices[0]?.message.content, tuned.choices[0]?.message.content)
 
-    const source = `${checkpoint.jobId}:${checkpoint.id}`
-    const deployed = await client.post('/../v0/models', { body: { name: 'qa', base_model: BASE, source } }) as { name: string }
-    let status = 'validating'
-    for (let i = 0; i < 200 && status === 'validating'; i++) {
-      status = (await client.get(`/../v0/models/${encodeURIComponent(deployed.name)}`) as { status: string }).status
-      if (status === 'validating') await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    assert.equal(status, 'active')
+    const deployed = await deploy(client, checkpoint)
+    assert.equal(deployed.status, 'active')
     const listed = []
     for await (const m of client.models.list()) listed.push(m.id)
     assert.ok(listed.includes(deployed.name) && listed.includes(checkpoint.name), 'GET /v1/models lists both')

@@ -6,7 +6,7 @@ import OpenAI from 'openai'
 import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
 import { DIALECTS, testConfig } from '../helper.js'
-import { makeLoraCheckpoint } from './checkpoints.js'
+import { deploy, makeLoraCheckpoint } from './checkpoints.js'
 import { startVllmStandin, type VllmStandin } from './vllm-standin.js'
 
 const BASE = 'opentune/tiny-llama'
@@ -52,14 +52,8 @@ describe(`${DIALECTS[0]}: a vLLM server behind opentune`, () => {
     let text = ''
     for await (const chunk of stream) text += chunk.choices[0]?.text ?? ''
     assert.match(text, /served by/)
-    const source = `${checkpoint.jobId}:${checkpoint.id}`
-    const deployed = await client.post('/../v0/models', { body: { name: 'qa', base_model: BASE, source } }) as { name: string }
-    let status = 'validating'
-    for (let i = 0; i < 200 && status === 'validating'; i++) {
-      status = (await client.get(`/../v0/models/${encodeURIComponent(deployed.name)}`) as { status: string }).status
-      if (status === 'validating') await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    assert.equal(status, 'active')
+    const deployed = await deploy(client, checkpoint)
+    assert.equal(deployed.status, 'active')
     const viaDeployment = await client.chat.completions.create({ model: deployed.name, messages: ask, max_tokens: 5 })
     assert.equal(viaDeployment.model, deployed.name)
   })
