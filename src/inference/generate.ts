@@ -42,6 +42,15 @@ export async function runChoice (
   let chain = Promise.resolve() // tokens are decoded in order, one at a time
   let settled = false
   return await new Promise<ChoiceOutput>((resolve, reject) => {
+    const fail = (err: unknown) => {
+      if (settled) return
+      settled = true
+      signal.removeEventListener('abort', onAbort)
+      generation.cancel()
+      reject(err)
+    }
+    // one step after another; a step that throws (a decode, a client write) fails the choice, never the process
+    const then = (step: () => Promise<void>) => { chain = chain.then(step).catch(fail) }
     const finish = (reason: 'stop' | 'length') => {
       if (settled) return
       settled = true
@@ -50,7 +59,7 @@ export async function runChoice (
         if (!stream.stopped) await emit(stream.flush(), true)
         out.finishReason = stream.stopped ? 'stop' : reason
         resolve(out)
-      })
+      }).catch(reject)
     }
     // tokens wait for their text (a held-back partial character or stop string) unless it is the end
     const emit = async (text: string, last = false) => {
@@ -65,7 +74,7 @@ export async function runChoice (
       if (settled) return
       out.completionTokens++
       if (stopIds.has(t.token)) return // ends the turn; never shown
-      chain = chain.then(async () => {
+      then(async () => {
         if (stream.stopped) return
         if (request.logprobs !== null) pending.push({ id: t.token, logprob: t.logprob ?? 0, top: t.top ?? [] })
         const text = await stream.push(t.token)
@@ -80,7 +89,7 @@ export async function runChoice (
       prompt: (p) => { out.prompt = p },
       token: onToken,
       done: (reason) => { finish(reason === 'stop' ? 'stop' : 'length') },
-      fail: (err: ApiError) => { if (!settled) { settled = true; signal.removeEventListener('abort', onAbort); reject(err) } },
+      fail: (err: ApiError) => { fail(err) },
     })
     const onAbort = () => { generation.cancel() }
     if (signal.aborted) onAbort()
