@@ -122,7 +122,11 @@ export async function linkFolder (ctx: AppContext, source: CheckpointSource, dir
     await writeFile(`${tmp}/.complete`, '')
     await rename(tmp, dir)
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') throw errors.checkpointUnusable(source.name, 'some of its result files were deleted', use)
+    const code = (err as { code?: string }).code
+    // concurrent first uses (several requests for one checkpoint, or two API processes) each build
+    // a copy: the first rename wins, and the others find the folder already whole
+    if ((code === 'ENOTEMPTY' || code === 'EEXIST') && existsSync(`${dir}/.complete`)) return
+    if (code === 'ENOENT') throw errors.checkpointUnusable(source.name, 'some of its result files were deleted', use)
     throw err
   } finally {
     await rm(tmp, { recursive: true, force: true })

@@ -181,7 +181,9 @@ describe(`${DIALECTS[0]}: chat and text completions with the openai client`, () 
 
   it('serves a full fine-tune\'s checkpoint from its own folder (weights, tokenizer, template)', async () => {
     const full = await makeFullCheckpoint(service, client, 'main')
-    const r = await greedy(full.name)
+    // first uses at once: each links the checkpoint's folder, one wins, none fails
+    const [r, again] = await Promise.all([greedy(full.name), greedy(full.name)])
+    assert.equal(again.choices[0]?.message.content, r.choices[0]?.message.content)
     assert.equal(r.model, full.name)
     assert.equal(r.choices[0]?.message.content, (await greedy(BASE)).choices[0]?.message.content, 'same weights, same answer')
     assert.equal(r.usage?.prompt_tokens, (await greedy(BASE)).usage?.prompt_tokens, 'same template and tokenizer')
