@@ -5,7 +5,8 @@
 Per model (the built-in tiny llama; a random llama with hidden 512, 8 layers, vocab 32000),
 float32 on the CPU, greedy, medians of --repeats:
 - 1 stream: time to first token, decode tokens/s after it;
-- 8 and 32 concurrent streams: aggregate tokens/s. Ours: all requests in one continuous batch.
+- 8 and 32 concurrent streams: aggregate tokens/s. Ours: all requests in one continuous batch
+  (they arrive together: one padded prefill, then one decode step per token for all of them).
   transformers: one request after another (a server without continuous batching), and, for
   reference, one batched `generate` over all of them (equal prompt lengths: no padding waste);
 - memory: the engine serving 10 LoRA adapters (r=16, every linear) of the 512-wide model against
@@ -146,6 +147,7 @@ def bench_model(name: str, folder: str, repeats: int, new: int, plen: int) -> li
             )
         )
     for r in rows:
+        r["packed_linears"] = eng.packed  # oneDNN pre-packed weights (inference/packed.py)
         print(json.dumps(r), flush=True)
     return rows
 

@@ -6,6 +6,7 @@
   Mistral), and a Mistral sliding window that bites equals full forwards with the window mask;
 - logprobs of a generated sequence sum to its teacher-forced score, prompt_logprobs equal it;
 - requests of different lengths joining at different steps decode as each alone;
+- the same with oneDNN pre-packed linear weights (inference/packed.py);
 - sampling: same seed → same tokens, in a batch or alone; penalties; stop ids, max_tokens, cancel.
 """
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from test_hf_parity import ARCHS, hf_model
 
+from opentune_trainer.inference import packed
 from opentune_trainer.inference.engine import Engine, Request
 from opentune_trainer.inference.offline import Collector, run
 
@@ -45,6 +47,21 @@ def test_greedy_equals_transformers_generate(tmp_path, arch):
     for i, p in enumerate(prompts):
         assert out[str(i)]["tokens"] == hf_greedy(hf, p, 20)
         assert out[str(i)]["done"]["finish_reason"] == "length"
+
+
+@pytest.mark.skipif(not packed.available(CPU, torch.float32), reason="no oneDNN in this torch")
+def test_packed_linears_equal_transformers_and_alone(tmp_path, monkeypatch):
+    """oneDNN pre-packed weights (packed.py; the tiny test models are below its size threshold)."""
+    monkeypatch.setattr(packed, "PACK_MIN_ELEMENTS", 0)
+    hf = hf_model(tmp_path, "llama3")
+    eng = engine(tmp_path)
+    assert eng.packed and isinstance(eng.model.model.layers[0].mlp.up_proj, packed.PackedLinear)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (5, 17, 30)]
+    out = run(eng, [req(str(i), tmp_path, p, 12) for i, p in enumerate(prompts)], join_at=[0, 0, 3])
+    for i, p in enumerate(prompts):
+        assert out[str(i)]["tokens"] == hf_greedy(hf, p, 12)
+        assert out[str(i)]["tokens"] == run(eng, [req("x", tmp_path, p, 12)])["x"]["tokens"]
 
 
 def test_sliding_window_decode_equals_masked_forward(tmp_path):

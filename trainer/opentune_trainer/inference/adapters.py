@@ -122,8 +122,8 @@ class LoraGroups:
     def __init__(self, groups: list[tuple[Adapter, torch.Tensor | None]]):
         self.groups = groups
 
-    def linear(self, lin: torch.nn.Linear, x: torch.Tensor, layer: int, name: str) -> torch.Tensor:
-        y = F.linear(x, lin.weight, lin.bias)
+    def linear(self, lin: torch.nn.Module, x: torch.Tensor, layer: int, name: str) -> torch.Tensor:
+        y = lin(x)  # an nn.Linear, or a PackedLinear (packed.py) on the CPU
         for adapter, rows in self.groups:
             ab = adapter.layers[layer].get(name)
             if ab is None:

@@ -1,9 +1,9 @@
 """One loaded set of weights and its running batch (continuous batching).
 
-Each `step()`: drop cancelled rows, admit waiting requests into free slots (their prefill gives
-their first token), decode one token for every row that was already running, sample every row
-at once, emit one `tokens` line, finish rows that hit a stop id or max_tokens (the last row moves
-into the freed slot, so rows stay compact).
+Each `step()`: drop cancelled rows, admit waiting requests into free slots (prefilled together as
+right-padded batches; the prefill gives their first token), decode one token for every row that
+was already running, sample every row at once, emit one `tokens` line, finish rows that hit a stop
+id or max_tokens (the last row moves into the freed slot, so rows stay compact).
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ from ..checkpoint import ModelError, load_model
 from .adapters import NO_LORA, Adapter, LoraGroups, adapter_mtime, load_adapter
 from .forward import DecodeInputs, decode, prefill
 from .kv_cache import KVCache
+from .packed import pack_linears
 from .sampling import make_plan, prompt_logprobs, sample
 
 # prompt_logprobs: the LM head runs over this many prompt positions at a time, so a long prompt
 # never holds a [T × vocab] float32 logits tensor (4k tokens × 152k vocab would be 2.4 GB)
 PROMPT_LOGITS_CHUNK = 256
+# the requests admitted in one step are prefilled together, as few right-padded batches of at most
+# this many tokens (padding included) as the padding rule in Engine._groups allows
+PREFILL_TOKENS = 4096
 
 
 class BadRequest(ValueError):
@@ -68,6 +72,7 @@ class Engine:
         self.weights, self.device, self.dtype, self.max_batch, self.emit = weights, device, dtype, max_batch, emit
         self.model = load_model(weights, device, dtype).eval()
         self.model.requires_grad_(False)
+        self.packed = pack_linears(self.model, device, dtype, max_batch)  # CPU: oneDNN, see packed.py
         cfg = self.cfg = self.model.config
         self.cache = KVCache(
             cfg.num_hidden_layers,
@@ -153,9 +158,8 @@ class Engine:
         if min(req.prompt) < 0 or max(req.prompt) >= V:
             raise BadRequest(f"prompt token ids must be in 0..{V - 1}")
 
-    def _admit(self, req: Request, make_room: Callable[[int], None]) -> torch.Tensor | None:
-        """Prefill `req` into the next free row; returns the logits [1, vocab] of its first token, or
-        None for a request that only scores its prompt (max_tokens 0: what evaluation harnesses send)."""
+    def _prepare(self, req: Request, make_room: Callable[[int], None]) -> None:
+        """Validate `req`, load its adapter, seed its generator (errors: BadRequest, ModelError)."""
         self.check(req)
         if req.adapter_path:
             req.adapter = self.adapter(req.adapter_path, make_room)
@@ -164,35 +168,114 @@ class Engine:
             req.gen.manual_seed(req.seed if req.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         if (req.presence or req.frequency) and self.counts is None:
             self.counts = torch.zeros(self.max_batch, self.cfg.vocab_size, device=self.device)
-        row, T = len(self.rows), len(req.prompt)
+
+    def _prefill(self, group: list[tuple[Request, int]]) -> dict[int, torch.Tensor]:
+        """One padded forward for `group` ((request, cache slot) pairs); emits prompt logprobs and
+        the `done` of requests that only score their prompt; returns id(request) → the logits
+        [1, vocab] of the first token of each request that generates."""
+        T = max(len(r.prompt) for r, _ in group)
+        tokens = torch.zeros(len(group), T, dtype=torch.long, device=self.device)
+        for b, (r, _) in enumerate(group):
+            tokens[b, : len(r.prompt)] = torch.tensor(r.prompt, device=self.device)
+        slots = torch.tensor([s for _, s in group], device=self.device)
+        by: dict[int, tuple[Adapter, list[int]]] = {}
+        for b, (r, _) in enumerate(group):
+            if r.adapter is not None:
+                by.setdefault(id(r.adapter), (r.adapter, []))[1].append(b)
+        lora = LoraGroups(
+            [(a, None if len(idx) == len(group) else torch.tensor(idx, device=self.device)) for a, idx in by.values()]
+        )
+        h = prefill(self.model, self.cache, slots, tokens, lora)
+        gen = [b for b, (r, _) in enumerate(group) if r.max_tokens > 0]
+        last = torch.tensor([len(group[b][0].prompt) - 1 for b in gen], device=self.device)
+        logits = self.model.lm_head(h[torch.tensor(gen, device=self.device), last]).float() if gen else None
+        out = {}
+        for b, (r, _) in enumerate(group):
+            n = len(r.prompt)
+            if r.prompt_logprobs:
+                chunks = [
+                    self.model.lm_head(h[b, s : min(s + PROMPT_LOGITS_CHUNK, n)]).float()
+                    for s in range(0, n, PROMPT_LOGITS_CHUNK)
+                ]
+                values, tops = prompt_logprobs(torch.cat(chunks), r.prompt, r.logprobs)
+                fields = {"logprobs": values} if tops is None else {"logprobs": values, "top": tops}
+                self.emit("prompt", id=r.id, **fields)
+            if r.max_tokens == 0:  # the slot stays free: the next prefill overwrites its cache
+                self.emit("done", id=r.id, finish_reason="length", prompt_tokens=n, completion_tokens=0)
+        for j, b in enumerate(gen):
+            out[id(group[b][0])] = logits[j : j + 1]
+        return out
+
+    def _groups(self, batch: list[tuple[Request, int]]) -> list[list[tuple[Request, int]]]:
+        """Prefill groups: longest prompts first; a shorter prompt joins while the padding stays
+        under a third of the group's tokens and the group under PREFILL_TOKENS padded tokens."""
+        order = sorted(batch, key=lambda rs: -len(rs[0].prompt))
+        groups: list[list[tuple[Request, int]]] = []
+        real = 0
+        for rs in order:
+            n = len(rs[0].prompt)
+            if groups:
+                g, T = groups[-1], len(groups[-1][0][0].prompt)
+                padded = (len(g) + 1) * T
+                if padded <= PREFILL_TOKENS and 2 * padded <= 3 * (real + n):
+                    g.append(rs)
+                    real += n
+                    continue
+            groups.append([rs])
+            real = n
+        return groups
+
+    def _admit(self, batch: list[Request], make_room: Callable[[int], None]) -> dict[int, torch.Tensor]:
+        """Prefill the prepared requests of this step (as few padded forwards as padding allows);
+        those that generate join the rows in `batch` order. Returns id(request) → first logits."""
+        base = len(self.rows)
+        gen = [r for r in batch if r.max_tokens > 0]
+        score = [r for r in batch if r.max_tokens == 0]
+        slot = {id(r): base + i for i, r in enumerate(gen + score)}  # generating rows first, compact
+        T = max(len(r.prompt) for r in batch)
+        need = base + len(batch)
         lengths = [r.length for r in self.rows]
         make_room(
             max(
                 0,
-                self.cache.bytes_for(max(row + 1, self.cache.slots), max(T, self.cache.capacity)) - self.cache.nbytes(),
+                self.cache.bytes_for(max(need, self.cache.slots), max(T, self.cache.capacity)) - self.cache.nbytes(),
             )
         )
-        self.cache.ensure(row + 1, T, lengths)
-        lora = LoraGroups([(req.adapter, None)]) if req.adapter else NO_LORA
-        tokens = torch.tensor([req.prompt], device=self.device)
-        h = prefill(self.model, self.cache, row, tokens, lora)
-        if req.prompt_logprobs:
-            chunks = [
-                self.model.lm_head(h[0, s : s + PROMPT_LOGITS_CHUNK]).float() for s in range(0, T, PROMPT_LOGITS_CHUNK)
-            ]
-            values, tops = prompt_logprobs(torch.cat(chunks), req.prompt, req.logprobs)
-            fields = {"logprobs": values} if tops is None else {"logprobs": values, "top": tops}
-            self.emit("prompt", id=req.id, **fields)
-        if req.max_tokens == 0:  # the row stays free: the next prefill overwrites its cache
-            self.emit("done", id=req.id, finish_reason="length", prompt_tokens=T, completion_tokens=0)
-            return None
-        logits = self.model.lm_head(h[0, -1:]).float()
-        if self.counts is not None:
-            self.counts[row].zero_()
-        req.length = T
-        self.rows.append(req)
-        self._version += 1
-        return logits
+        self.cache.ensure(need, T, lengths)
+        new: dict[int, torch.Tensor] = {}
+        for group in self._groups([(r, slot[id(r)]) for r in batch]):
+            try:
+                new.update(self._prefill(group))
+                continue
+            except Exception as e:  # noqa: BLE001 - out of memory: retry the group's requests alone
+                if not is_oom(e):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if len(group) == 1:
+                    self.emit("error", id=group[0][0].id, code="out_of_memory", message=str(e).splitlines()[0])
+                    continue
+            for rs in group:
+                try:
+                    new.update(self._prefill([rs]))
+                except Exception as e:  # noqa: BLE001
+                    if not is_oom(e):
+                        raise
+                    self.emit("error", id=rs[0].id, code="out_of_memory", message=str(e).splitlines()[0])
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+        for r in gen:
+            if id(r) not in new:
+                continue
+            row = len(self.rows)
+            if slot[id(r)] != row:  # a request before it failed: keep the rows compact
+                self.cache.move(slot[id(r)], row, len(r.prompt))
+            if self.counts is not None:
+                self.counts[row].zero_()
+            r.length = len(r.prompt)
+            self.rows.append(r)
+            self._version += 1
+        return new
 
     def _lora_groups(self, m: int) -> LoraGroups:
         key = (self._version, m)
@@ -239,13 +322,12 @@ class Engine:
             if self.rows[i].cancelled:
                 self.finish(i, "cancelled")
         m = len(self.rows)
-        new: dict[int, torch.Tensor] = {}  # id(request) → its first token's logits
-        while pending and len(self.rows) < self.max_batch:
+        batch: list[Request] = []
+        while pending and len(self.rows) + len(batch) < self.max_batch:
             req = pending.popleft()
             try:
-                logits = self._admit(req, make_room)
-                if logits is not None:
-                    new[id(req)] = logits
+                self._prepare(req, make_room)
+                batch.append(req)
             except BadRequest as e:
                 self.emit("error", id=req.id, code="bad_request", message=str(e))
             except ModelError as e:
@@ -254,6 +336,17 @@ class Engine:
                 if not is_oom(e):
                     raise
                 self.emit("error", id=req.id, code="out_of_memory", message=str(e).splitlines()[0])
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        new: dict[int, torch.Tensor] = {}  # id(request) → its first token's logits
+        if batch:
+            try:
+                new = self._admit(batch, make_room)
+            except Exception as e:  # noqa: BLE001 - one step's admissions failing must not stop the rows
+                if not is_oom(e):
+                    raise
+                for req in batch:
+                    self.emit("error", id=req.id, code="out_of_memory", message=str(e).splitlines()[0])
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
         parts = []

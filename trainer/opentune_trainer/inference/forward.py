@@ -1,8 +1,8 @@
 """Prefill and decode over the KV cache, on our model's own submodules (model.model.layers: norms,
 q/k/v/o projections, q_norm/k_norm for Qwen3, HF rotate_half RoPE from model.rope, the SwiGLU MLP).
 
-- prefill: one prompt [1, T], causal (sliding-window for Mistral) attention, its k/v written into
-  its cache row at positions 0..T-1; returns hidden states after the final norm;
+- prefill: n prompts right-padded to [n, T], causal (sliding-window for Mistral) attention, their
+  k/v written into their cache rows at positions 0..T-1; returns hidden states after the final norm;
 - decode: one token for each of rows 0..n-1 at its own position, attending over the compact views
   k[:n, :, :L] with a per-row key mask (key j visible iff j ≤ pos, and pos - j < window).
 """
@@ -54,18 +54,27 @@ def _layers(model, x, cos, sin, lora: LoraGroups, write, attend):
 
 
 @torch.no_grad()
-def prefill(model: LlamaForCausalLM, cache: KVCache, row: int, tokens: torch.Tensor, lora: LoraGroups):
-    """tokens [1, T] into cache row `row`; returns final hidden states [1, T, hidden]."""
-    T = tokens.shape[1]
+def prefill(model: LlamaForCausalLM, cache: KVCache, rows: torch.Tensor, tokens: torch.Tensor, lora: LoraGroups):
+    """tokens [n, T] (prompts right-padded to T) into cache rows `rows` [n]; returns final hidden
+    states [n, T, hidden]. Right padding needs no mask: causal attention never lets a prompt
+    position see a later (padding) one, and the padding's keys land past the row's length, where
+    decode masks them until it overwrites them."""
+    n, T = tokens.shape
     x = model.model.embed_tokens(tokens)
     pos = torch.arange(T, device=tokens.device)[None]
     cos, sin = model.rope(pos, x.dtype)
     cos, sin = cos[:, None], sin[:, None]
     mask = attention.make_mask(None, T, model.config.sliding_window, tokens.device)
+    r0 = int(rows[0])
+    contiguous = n == 1 or torch.equal(rows, torch.arange(r0, r0 + n, device=rows.device))
 
     def write(i, k, v):
-        cache.k[i][row, :, :T] = k[0]
-        cache.v[i][row, :, :T] = v[0]
+        if contiguous:
+            cache.k[i][r0 : r0 + n, :, :T] = k
+            cache.v[i][r0 : r0 + n, :, :T] = v
+        else:
+            cache.k[i][rows, :, :T] = k
+            cache.v[i][rows, :, :T] = v
 
     def attend(i, q, k, v):
         return _sdpa(q, k, v, mask, mask is None)
