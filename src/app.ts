@@ -7,6 +7,7 @@ import type { AppContext } from './context.js'
 import { errors } from './errors.js'
 import { authenticateHook } from './http/auth.js'
 import { checkBodyType } from './http/body-type.js'
+import { registerDashboard } from './http/dashboard.js'
 import { answerWhatNodeWould, clientErrorOptions } from './http/client-errors.js'
 import { installErrorHandlers, sendError } from './http/error-handler.js'
 import { installJsonParser } from './http/json-body.js'
@@ -16,6 +17,7 @@ import { schemaCompiler } from './http/validation.js'
 import { deploymentsRoutes } from './deployments/deployments.routes.js'
 import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
+import { metricsRoutes } from './fine-tuning/metrics.routes.js'
 import type { DeployCheck } from './inference/served-model.js'
 import { modelsRoutes } from './models/models.routes.js'
 import { EngineWorker } from './inference/engine-worker.js'
@@ -80,6 +82,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
 
   app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }))
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  await registerDashboard(app) // the web dashboard at `/`, unauthenticated static files (src/http/dashboard.ts)
   await app.register(async (api) => {
     // The hooks belong to the routes of this plugin, whatever spelling of the URL reached them
     // (`/%761/files` is routed to /v1/files): a raw-URL prefix test let those through unauthenticated.
@@ -92,6 +95,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     })
     await api.register(filesRoutes, { ctx })
     await api.register(jobsRoutes, { ctx })
+    await api.register(metricsRoutes, { ctx })
     await api.register(modelsRoutes, { ctx })
     await api.register(inferenceRoutes, { ctx, engine, vllm })
     await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable ?? vllm?.checkDeployable })
