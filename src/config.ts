@@ -25,6 +25,15 @@ export interface Config {
   trainerDevice: string // auto | cpu | cuda
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
   inference: InferenceConfig
+  eventStream: EventStreamConfig
+}
+
+// GET …/events?stream=true (src/fine-tuning/event-stream.ts)
+export interface EventStreamConfig {
+  pollMs: number // SQLite: how often a watched job is read for other processes' events
+  pgPollMs: number // PostgreSQL: the same, as a safety net behind LISTEN/NOTIFY
+  pingMs: number // `: ping` on an open stream
+  maxBufferBytes: number // a client's unread bytes beyond this: disconnected (it resumes with Last-Event-ID)
 }
 
 export interface InferenceConfig {
@@ -103,6 +112,12 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       vllmApiKey: env.OPENTUNE_VLLM_API_KEY || null,
       vllmMaxLoraRank: int('OPENTUNE_VLLM_MAX_LORA_RANK', 16, 1, 4096),
       vllmDataDir: env.OPENTUNE_VLLM_DATA_DIR ? env.OPENTUNE_VLLM_DATA_DIR.replace(/\/+$/, '') : null,
+    }),
+    eventStream: Object.freeze({
+      pollMs: int('OPENTUNE_EVENTS_POLL_MS', 500, 10, 3_600_000),
+      pgPollMs: int('OPENTUNE_EVENTS_PG_POLL_MS', 5000, 10, 3_600_000),
+      pingMs: int('OPENTUNE_EVENTS_PING_MS', 15_000, 10, 3_600_000),
+      maxBufferBytes: int('OPENTUNE_EVENTS_CLIENT_BUFFER_BYTES', 1024 * 1024, 1024),
     }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')

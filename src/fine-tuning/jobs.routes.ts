@@ -3,9 +3,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import type { AppContext } from '../context.js'
-import { errors } from '../errors.js'
 import { cachedCheckpointJson, checkpointJson, checkpointRowToApi, listCheckpoints } from './checkpoints.store.js'
-import { eventRowToApi, listEvents } from './events.store.js'
+import { unknownAfter } from '../db/paging.js'
+import { errors, fieldError } from '../errors.js'
+import { EventHub } from './event-stream.js'
+import { eventRowToApi, eventSeq, listEvents } from './events.store.js'
 import { cancelJob, createJob, jobRowToApi } from './jobs.service.js'
 import { getJob, listJobs } from './jobs.store.js'
 import {
@@ -15,6 +17,8 @@ import {
 
 export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const { db } = ctx
+  const hub = new EventHub(db, ctx.store.dialect, ctx.config, app.log)
+  app.addHook('preClose', async () => { await hub.close() })
 
   const ownJob = async (projectId: string, jobId: string) => {
     const job = await getJob(db, projectId, jobId)
@@ -51,9 +55,27 @@ export const jobsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async 
 
   app.get('/v1/fine_tuning/jobs/:job_id/events', {
     schema: { summary: 'List fine-tuning events', params: JobParams, querystring: EventListQuery, response: { 200: EventList } },
-  }, async (request) => {
+  }, async (request, reply) => {
     const job = await ownJob(request.projectId, request.params.job_id)
-    const { limit, after } = request.query
+    const { limit, after, stream } = request.query
+    const accept = request.headers.accept ?? ''
+    if (stream === true || (stream == null && accept.includes('text/event-stream'))) {
+      // streamed (event-stream.ts): a reconnecting client's Last-Event-ID wins over `after`
+      const lastId = request.headers['last-event-id']
+      const from = typeof lastId === 'string' && lastId !== '' ? lastId : after ?? undefined
+      let fromSeq = 0
+      if (from !== undefined) {
+        const seq = await eventSeq(db, job.id, from)
+        if (seq === undefined) {
+          throw from === after
+            ? unknownAfter(from)
+            : fieldError(['header', 'last-event-id'], `No event with id '${from.slice(0, 80)}' in this job`, 'value_error', from)
+        }
+        fromSeq = seq
+      }
+      hub.stream(reply, job.id, fromSeq)
+      return reply
+    }
     const page = await listEvents(db, job.id, { limit: limit ?? 20, after: after ?? undefined })
     return { object: 'list' as const, data: page.data.map(eventRowToApi), has_more: page.hasMore }
   })

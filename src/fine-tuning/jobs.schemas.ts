@@ -52,7 +52,11 @@ const listQuery = (defaultLimit: number) => Type.Object({
   ai_project_id: Type.Optional(Nullable(Type.String())),
 })
 export const JobListQuery = listQuery(20)
-export const EventListQuery = listQuery(20)
+export const EventListQuery = Type.Object({
+  ...listQuery(20).properties,
+  // server-sent events instead of a page (also with `Accept: text/event-stream`): docs/api.md
+  stream: Type.Optional(Nullable(Type.Boolean())),
+})
 export const CheckpointListQuery = listQuery(10)
 export const ProjectQuery = Type.Object({ ai_project_id: Type.Optional(Nullable(Type.String())) })
 

@@ -151,7 +151,12 @@ async function checkTrainingFile (db: Kysely<Database>, projectId: string, param
 export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<JobRow> {
   if (job.status === 'cancelled') return job
   if (isTerminal(job.status)) throw errors.jobNotCancellable(job.id, job.status)
-  const updated = await updateJobIf(db, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds(), estimated_finish: null })
+  // the event in the same transaction: a stream sees the job ended only with its last event there
+  const updated = await db.transaction().execute(async (trx) => {
+    const row = await updateJobIf(trx, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds(), estimated_finish: null })
+    if (row) await appendEvent(trx, job.id, { message: 'Fine-tuning job cancelled' })
+    return row
+  })
   if (!updated) {
     // The runner moved it meanwhile (to a terminal state, or cancelled already): answer from what is there now.
     const now = await getJobById(db, job.id)
@@ -159,7 +164,6 @@ export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<Job
     if (now.status === 'cancelled') return now
     throw errors.jobNotCancellable(job.id, now.status)
   }
-  await appendEvent(db, job.id, { message: 'Fine-tuning job cancelled' })
   return updated
 }
 
@@ -167,10 +171,11 @@ export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<Job
  * The runner's moves: a compare-and-set on the status (JOB_TRANSITIONS), with the event the user
  * reads, in one transaction. A job cancelled meanwhile is never overwritten; false then.
  */
-export async function moveJob (db: Kysely<Database>, jobId: string, to: JobStatus, set: Omit<JobChanges, 'status'> = {}, event?: Omit<NewEvent, 'type' | 'data'>): Promise<boolean> {
+type MoveEvent = Omit<NewEvent, 'type' | 'data'>
+export async function moveJob (db: Kysely<Database>, jobId: string, to: JobStatus, set: Omit<JobChanges, 'status'> = {}, event?: MoveEvent | MoveEvent[]): Promise<boolean> {
   return await db.transaction().execute(async (trx) => {
     const row = await updateJobIf(trx, jobId, statusesThatMayBecome(to), { ...set, status: to })
-    if (row && event) await appendEvent(trx, jobId, event)
+    if (row && event) for (const e of [event].flat()) await appendEvent(trx, jobId, e)
     return row !== undefined
   })
 }

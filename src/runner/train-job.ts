@@ -227,10 +227,11 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
       estimated_finish: null,
       locked_by: null,
       locked_until: null,
-    }, { message: `New fine-tuned model created: ${last ?? '(no checkpoint)'}` })
-    if (done) {
-      await appendEvent(ctx.db, job.id, { message: 'The job has successfully completed' })
-    } else {
+    }, [ // with the status, in one transaction: an event stream ends after both
+      { message: `New fine-tuned model created: ${last ?? '(no checkpoint)'}` },
+      { message: 'The job has successfully completed' },
+    ])
+    if (!done) {
       // Not running any more: the job lists no result file, so none is left behind in /v1/files.
       await deleteFile(ctx.db, job.project_id, csvId)
       await ctx.blobs.remove(csvId)
