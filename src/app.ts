@@ -17,6 +17,7 @@ import { schemaCompiler } from './http/validation.js'
 import { deploymentsRoutes } from './deployments/deployments.routes.js'
 import { filesRoutes, MAX_FORM_FIELDS } from './files/files.routes.js'
 import { jobsRoutes } from './fine-tuning/jobs.routes.js'
+import { metricsRoutes } from './fine-tuning/metrics.routes.js'
 import type { DeployCheck } from './inference/served-model.js'
 import { modelsRoutes } from './models/models.routes.js'
 import { EngineWorker } from './inference/engine-worker.js'
@@ -94,6 +95,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     })
     await api.register(filesRoutes, { ctx })
     await api.register(jobsRoutes, { ctx })
+    await api.register(metricsRoutes, { ctx })
     await api.register(modelsRoutes, { ctx })
     await api.register(inferenceRoutes, { ctx, engine, vllm })
     await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable ?? vllm?.checkDeployable })

@@ -77,6 +77,11 @@ export const ROUTES: Route[] = [
     query: { after: f => f.checkpoint_id, limit: () => '5' },
   },
   { method: 'GET', path: '/v1/fine_tuning/jobs/:job_id/checkpoints/:checkpoint_id' },
+  {
+    method: 'GET',
+    path: '/v1/fine_tuning/jobs/:job_id/metrics',
+    query: { after_step: () => '10', limit: () => '5', max_points: () => '50' },
+  },
   { method: 'GET', path: '/v1/models' },
   { method: 'GET', path: '/v1/models/:model' },
   {

@@ -85,6 +85,18 @@ export interface CheckpointTable {
   result_files: string // JSON string[]
 }
 
+export interface JobMetricsTable {
+  job_id: string
+  step: number // primary key with job_id
+  epoch: number | null
+  train_loss: number | null // null: a step without loss tokens, or a diverged one (NaN/inf)
+  train_mean_token_accuracy: number | null
+  learning_rate: number | null
+  grad_norm: number | null // before clipping
+  tokens: number | null
+  step_time_s: number | null
+}
+
 export interface DeploymentTable {
   seq: Generated<number>
   name: string // the full name handed out: <base>-LoRa:<name>-<4 chars>; unique across projects
@@ -110,5 +122,6 @@ export interface Database {
   fine_tuning_jobs: JobTable
   job_events: EventTable
   checkpoints: CheckpointTable
+  job_metrics: JobMetricsTable
   deployments: DeploymentTable
 }

@@ -141,11 +141,35 @@ function deployments (dialect: Dialect): Migration {
   }
 }
 
+// Every optimizer step's metrics (GET /v1/fine_tuning/jobs/{id}/metrics): one row per (job, step);
+// a resumed trainer's steps beyond where it resumed replace the ones reported before (metrics.store.ts).
+function jobMetrics (dialect: Dialect): Migration {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  const float = dialect === 'postgres' ? 'double precision' : 'real'
+  return {
+    async up (db: Db) {
+      await db.schema.createTable('job_metrics')
+        .addColumn('job_id', 'text', c => c.notNull().references('fine_tuning_jobs.id'))
+        .addColumn('step', bigint, c => c.notNull())
+        .addColumn('epoch', float)
+        .addColumn('train_loss', float)
+        .addColumn('train_mean_token_accuracy', float)
+        .addColumn('learning_rate', float)
+        .addColumn('grad_norm', float)
+        .addColumn('tokens', bigint)
+        .addColumn('step_time_s', float)
+        .addPrimaryKeyConstraint('job_metrics_pk', ['job_id', 'step'])
+        .execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
   return {
     '0001_initial': initial(dialect),
     '0002_runner_lease': runnerLease(dialect),
     '0003_deployments': deployments(dialect),
+    '0004_job_metrics': jobMetrics(dialect),
   }
 }
 

@@ -4,7 +4,7 @@ import type { Metrics } from '../fine-tuning/jobs.schemas.js'
 
 export type TrainerLine =
   | { type: 'started', total_steps: number, steps_per_epoch: number, start_step: number, device?: string, dtype?: string }
-  | { type: 'metrics', step: number, total_steps: number, epoch?: number, train_loss: number | null, train_mean_token_accuracy: number | null, learning_rate?: number, tokens?: number, loss_tokens?: number, step_time_s?: number }
+  | { type: 'metrics', step: number, total_steps: number, epoch?: number, train_loss: number | null, train_mean_token_accuracy: number | null, learning_rate?: number, tokens?: number, loss_tokens?: number, grad_norm?: number | null, step_time_s?: number }
   | { type: 'checkpoint', step: number, epoch?: number, dir: string, files: string[], metrics: Partial<Metrics> }
   | { type: 'state_saved', step: number, dir: string }
   | { type: 'log', level: 'info' | 'warn' | 'error', message: string }

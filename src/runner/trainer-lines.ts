@@ -6,6 +6,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import { moveJob } from '../fine-tuning/jobs.service.js'
+import { dropMetricsAfter, recordStepMetrics } from '../fine-tuning/metrics.store.js'
 import { updateJob, type JobRow } from '../fine-tuning/jobs.store.js'
 import { parseTrainerLine, type TrainerLine } from './protocol.js'
 import { metricsLogLine, registerCheckpoint, truncateMetricsLog } from './results.js'
@@ -93,6 +94,7 @@ export class TrainerLines {
     this.#firstStep = line.start_step
     this.#startedAt = Date.now()
     await truncateMetricsLog(this.metricsLog, line.start_step)
+    await dropMetricsAfter(db, this.job.id, line.start_step) // the stored series, alike
     await this.#registerUnreadCheckpoints(line.start_step)
     const resumed = line.start_step > 0 || this.job.status === 'running'
     // where it runs, so a GPU user sees at once that a job trains on the CPU
@@ -115,6 +117,17 @@ export class TrainerLines {
 
   async #onMetrics (line: Line<'metrics'>): Promise<void> {
     await appendFile(this.metricsLog, metricsLogLine(line))
+    // every step, for GET …/metrics (one upsert: cheap next to a step, and off the trainer's path)
+    await recordStepMetrics(this.ctx.db, this.job.id, {
+      step: line.step,
+      epoch: line.epoch ?? null,
+      train_loss: line.train_loss,
+      train_mean_token_accuracy: line.train_mean_token_accuracy,
+      learning_rate: line.learning_rate ?? null,
+      grad_norm: line.grad_norm ?? null,
+      tokens: line.tokens ?? null,
+      step_time_s: line.step_time_s ?? null,
+    })
     if (this.quiet || line.step <= this.lastStep) return // cancelled, or already reported before an interruption
     this.lastStep = line.step
     this.#tokens += line.tokens ?? 0

@@ -10,7 +10,8 @@ const ROUTES: Array<[string, string]> = [
   ['DELETE', '/v1/files/file-x'], ['GET', '/v1/fine_tuning/jobs'], ['POST', '/v1/fine_tuning/jobs'],
   ['GET', '/v1/fine_tuning/jobs/ftjob-x'], ['POST', '/v1/fine_tuning/jobs/ftjob-x/cancel'],
   ['GET', '/v1/fine_tuning/jobs/ftjob-x/events'], ['GET', '/v1/fine_tuning/jobs/ftjob-x/checkpoints'],
-  ['GET', '/v1/fine_tuning/jobs/ftjob-x/checkpoints/ftckpt_x'], ['GET', '/v1/models'],
+  ['GET', '/v1/fine_tuning/jobs/ftjob-x/checkpoints/ftckpt_x'], ['GET', '/v1/fine_tuning/jobs/ftjob-x/metrics'],
+  ['GET', '/v1/models'],
   ['GET', '/v0/models'], ['POST', '/v0/models'], ['GET', '/v0/models/org/m-LoRa:x-abcd'],
   ['DELETE', '/v0/models/org/m-LoRa:x-abcd'],
 ]
