@@ -12,7 +12,7 @@ import { dropMetricsAfter, listStepMetrics, recordStepMetrics } from '../../src/
 import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
 import { createJob, DIALECTS, makeTestEnv, testConfig, uploadFile, type TestEnv } from '../helper.js'
-import { get, JOBS, makeRunner, waitFor } from '../runner/helpers.js'
+import { get, JOBS, makeRunner, newGate, waitFor } from '../runner/helpers.js'
 
 const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'data')
 const TRAIN = readFileSync(join(EXAMPLES, 'train.jsonl'), 'utf8') // 96 examples
@@ -158,6 +158,41 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(listed.data.map((p: Point) => [p.step, p.train_loss]), [[1, 1], [2, 2], [3, 30], [4, 40]])
       assert.equal(listed.data[0].tokens_per_second, 5)
       assert.equal(listed.data[0].grad_norm, 0.5)
+    })
+
+    it('a job resumed after a shutdown lists each step once, as the resumed trainer reported it', async () => {
+      const gate = newGate()
+      const scoped = await makeTestEnv(dialect, { FAKE_TRAINER_GATE: gate.path, FAKE_TRAINER_GATE_STEP: 'epoch' })
+      try {
+        const training = await uploadFile(scoped, { content: TRAIN })
+        const res = await createJob(scoped, { training_file: training, hyperparameters: HP })
+        const id = res.json().id as string
+        const runner = makeRunner(scoped)
+        runner.start()
+        await waitFor('the first checkpoint', async () => (await get(scoped, `${JOBS}/${id}/checkpoints`)).data.length > 0)
+        await runner.stop() // the trainer waits after step 12: its state is at 12
+        // rows beyond the saved state, as an interrupted trainer may have reported: gone on resume
+        const stale = (step: number) => ({
+          step,
+          epoch: 9,
+          train_loss: 999,
+          train_mean_token_accuracy: 0,
+          learning_rate: 0,
+          grad_norm: 0,
+          tokens: 1,
+          step_time_s: 1,
+        })
+        for (const step of [13, 20, 99]) await recordStepMetrics(scoped.ctx.db, id, stale(step))
+        gate.open()
+        await makeRunner(scoped).drain()
+        assert.equal((await get(scoped, `${JOBS}/${id}`)).status, 'succeeded')
+        const listed = (await scoped.app.inject({ url: `${JOBS}/${id}/metrics`, headers: scoped.auth() })).json()
+        assert.deepEqual(listed.data.map((p: Point) => p.step), Array.from({ length: STEPS }, (_v, i) => i + 1))
+        for (const p of listed.data as Point[]) assert.equal(p.train_loss, 3 / p.step, `step ${p.step}`)
+      } finally {
+        gate.remove()
+        await scoped.close()
+      }
     })
   })
 }
