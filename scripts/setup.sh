@@ -64,6 +64,8 @@ python_env() {
 }
 
 python_env
+# headless Chromium for the dashboard's browser tests (test/dashboard/, driven by playwright-core)
+[ -x /usr/bin/chromium ] || apt_install chromium || say "WARNING: no chromium: the dashboard browser tests will skip"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build
 say "done — 'npm start' serves on 127.0.0.1:8000; 'node dist/cli.js doctor' shows what the trainer will run on"
