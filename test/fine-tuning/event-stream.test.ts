@@ -1,9 +1,11 @@
 // GET …/events?stream=true: server-sent events over a real socket — replay, live events, [DONE],
-// Last-Event-ID, another project's job, a slow client cut off, and (PostgreSQL) another connection's
-// appends heard through LISTEN/NOTIFY.
+// Last-Event-ID, another project's job, a slow client cut off, and another process's appends
+// (PostgreSQL: heard through LISTEN/NOTIFY alone, the poll being off for the test).
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { after, before, describe, it } from 'node:test'
-import { openStore } from '../../src/db/connect.js'
 import { appendEvent } from '../../src/fine-tuning/events.store.js'
 import { cancelJob } from '../../src/fine-tuning/jobs.service.js'
 import { getJobById } from '../../src/fine-tuning/jobs.store.js'
@@ -13,6 +15,7 @@ import { allEvents, JOBS, makeRunner, newGate, newJob } from '../runner/helpers.
 import { connectSse, type SseClient } from './sse-client.js'
 
 const BUFFER = 256 * 1024
+const APPEND = join(import.meta.dirname, '..', 'fixtures', 'append-events.ts')
 
 for (const dialect of DIALECTS) {
   describe(`${dialect}: streamed job events`, () => {
@@ -131,25 +134,24 @@ for (const dialect of DIALECTS) {
       assert.deepEqual([...ids(slow), ...ids(back)], listed.map(e => e.id))
     })
 
-    if (dialect === 'postgres') {
-      it('hears events that another connection (another process) appends, through LISTEN/NOTIFY', async () => {
-        const jobId = (await createJob(env)).json().id
-        const other = await openStore(env.config, { migrate: false })
-        try {
-          const c = await watch(jobId)
-          await c.until('the replay', c => c.events.length >= 1)
-          const first = c.events.length
-          for (let i = 0; i < 3; i++) {
-            await appendEvent(other.db, jobId, { message: `from elsewhere ${i}` })
-            await c.until(`event ${i}`, c => c.events.length >= first + i + 1, 10_000)
-          }
-          await cancelJob(other.db, (await getJobById(other.db, jobId))!)
-          await c.until('[DONE]', c => c.done && c.closed, 10_000)
-          assert.deepEqual(c.events.map(e => e.data), await allEvents(env, jobId))
-        } finally {
-          await other.close()
-        }
+    it('hears the events another process appends (PostgreSQL: LISTEN/NOTIFY; SQLite: the poll)', async () => {
+      const jobId = (await createJob(env)).json().id
+      const c = await watch(jobId)
+      await c.until('the replay', c => c.events.length >= 1)
+      const first = c.events.length
+      const { dataDir, databaseUrl, databaseSchema } = env.config
+      await promisify(execFile)(process.execPath, ['--import', 'tsx', APPEND, jobId, '3'], {
+        env: {
+          ...process.env,
+          OPENTUNE_DATA_DIR: dataDir,
+          ...(databaseUrl ? { OPENTUNE_DATABASE_URL: databaseUrl, OPENTUNE_DATABASE_SCHEMA: databaseSchema ?? '' } : {}),
+        },
       })
-    }
+      await c.until('[DONE]', c => c.done && c.closed, 20_000)
+      const listed = await allEvents(env, jobId)
+      assert.deepEqual(c.events.map(e => e.data), listed)
+      assert.deepEqual(listed.slice(first).map(e => e.message), [0, 1, 2].map(i => `from another process ${i}`)
+        .concat('Fine-tuning job cancelled'))
+    })
   })
 }
