@@ -205,6 +205,7 @@ export class EventHub {
   /** Streams the job's events after `fromSeq` to this client until the job ends or the client goes. */
   stream (reply: FastifyReply, jobId: string, fromSeq: number): void {
     const out = openEventStream(reply)
+    if (this.#closed) { out.close('end'); return } // shutting down: come back later
     this.#streams.add(out)
     const { maxBufferBytes, pingMs } = this.settings
     let seq = fromSeq
