@@ -171,7 +171,7 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
     // metrics events, which are at most ~100 a job)
     const res = await fetch(`${service.url}/v1/fine_tuning/jobs/${jobId}/metrics?limit=10000`, { headers: { authorization: `Bearer ${key}` } })
     const expected = res.status === 200
-      ? ((await res.json()).data as { train_loss: number | null }[]).filter(p => p.train_loss !== null).length
+      ? ((await res.json()) as { data: { train_loss: number | null }[] }).data.filter(p => p.train_loss !== null).length
       : 90
     await until(async () => Number(await chart.getAttribute('data-points')) >= expected, `${expected} points plotted`)
     console.log(`# ${await page.getByTestId('metrics-source').textContent()} | events: ${await page.getByTestId('events-mode').textContent()}`)
@@ -187,6 +187,37 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
     assert.equal(download.suggestedFilename(), meta.filename.split('/').pop())
     const path = await download.path()
     assert.equal(readFileSync(path).length, meta.bytes)
+  })
+
+  it('without the stream and metrics routes (a 404): polls the events and plots the metrics events', async () => {
+    await page.route(/\/events\?stream=true/, route => route.fulfill({ status: 404, contentType: 'application/json', body: '{"error":{"message":"Not Found"}}' }))
+    await page.route(/\/metrics(\?|$)/, route => route.fulfill({ status: 404, contentType: 'application/json', body: '{"error":{"message":"Not Found"}}' }))
+    try {
+      await page.goto(`${service.url}/#/jobs`)
+      await page.goto(`${service.url}/#/jobs/${jobId}`)
+      await page.getByTestId('events').getByText('The job has successfully completed').waitFor()
+      await page.getByTestId('events-mode').getByText(/polling|ended/).waitFor()
+      await page.getByTestId('metrics-source').getByText('metrics events').waitFor()
+      const chart = page.locator('[data-chart="loss"]')
+      await until(async () => Number(await chart.getAttribute('data-points')) >= 36, 'the 36 steps from the metrics events')
+      assert.equal(await page.getByTestId('checkpoints').locator('tbody tr').count(), 3)
+    } finally {
+      await page.unrouteAll()
+    }
+  })
+
+  it('the playground streams a checkpoint and its base model side by side', async () => {
+    const job = await api(`/v1/fine_tuning/jobs/${jobId}`)
+    await page.goto(`${service.url}/#/playground?model=${encodeURIComponent(job.fine_tuned_model)}`)
+    await until(async () => await page.getByTestId('left-model').inputValue() === job.fine_tuned_model, 'the checkpoint chosen')
+    assert.equal(await page.getByTestId('right-model').inputValue(), 'opentune/tiny-llama')
+    await page.getByTestId('prompt').fill('Hello')
+    await page.getByTestId('send').click()
+    for (const side of ['left', 'right']) {
+      const answer = page.getByTestId(`${side}-log`).locator('.msg.assistant')
+      await answer.and(page.locator('[data-done]')).waitFor({ timeout: 60_000 })
+      assert.equal(await answer.getAttribute('data-done'), 'ok', (await answer.textContent()) ?? '')
+    }
   })
 
   it('cancels a second job from its page', async () => {
@@ -216,7 +247,7 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
   })
 
   it('logged no browser errors', () => {
-    // a 401 from the wrong key is logged by Chromium as a failed resource: not a page error
-    assert.deepEqual(consoleErrors.filter(e => !/401|Unauthorized/.test(e)), [])
+    // the wrong key's 401 and the fallback test's 404s are logged by Chromium as failed resources
+    assert.deepEqual(consoleErrors.filter(e => !/^Failed to load resource: .* status of (401|404)/.test(e)), [])
   })
 })

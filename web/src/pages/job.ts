@@ -172,6 +172,13 @@ export function jobPage (main: HTMLElement, id: string): () => void {
     }
   }
 
+  let curvesQueued = false
+  function curvesSoon (): void { // the metrics events come in bursts: one redraw a frame
+    if (curvesQueued || metricsFrom !== 'events') return
+    curvesQueued = true
+    requestAnimationFrame(() => { curvesQueued = false; renderCurves() })
+  }
+
   function addEvent (ev: JobEvent): void {
     if (eventsSeen.has(ev.id)) return
     eventsSeen.add(ev.id)
@@ -181,6 +188,7 @@ export function jobPage (main: HTMLElement, id: string): () => void {
       p.train_loss = d.train_loss ?? null
       p.train_mean_token_accuracy = d.train_mean_token_accuracy ?? null
       points.set(p.step, p)
+      curvesSoon()
     }
     const atBottom = eventsEl.scrollTop + eventsEl.clientHeight >= eventsEl.scrollHeight - 8
     eventsEl.append(h('li', { class: `level-${ev.level}` },

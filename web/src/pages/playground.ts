@@ -72,7 +72,10 @@ export function playgroundPage (main: HTMLElement, params: URLSearchParams): () 
         s.log.scrollTop = s.log.scrollHeight
       }, ac.signal)
       s.history.push({ role: 'assistant', content: answer })
+      if (!answer) out.append(h('span', { class: 'muted' }, '(empty answer)'))
+      out.dataset.done = 'ok'
     } catch (err) {
+      out.dataset.done = 'error'
       out.classList.add('error')
       out.textContent = `${answer}${answer ? '\n' : ''}[${(err as Error).message}]`
       s.history.pop()
