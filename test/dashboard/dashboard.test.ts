@@ -220,6 +220,23 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
     }
   })
 
+  it('a failed job says why in plain words', async () => {
+    const form = new FormData()
+    form.append('purpose', 'fine-tune')
+    form.append('file', new Blob(['this is not json\n']), 'broken.jsonl')
+    const res = await fetch(`${service.url}/v1/files`, { method: 'POST', body: form, headers: { authorization: `Bearer ${key}` } })
+    const file = await res.json() as { id: string }
+    const job = await api('/v1/fine_tuning/jobs', {
+      method: 'POST', body: JSON.stringify({ model: 'opentune/tiny-llama', training_file: file.id }),
+    })
+    await page.goto(`${service.url}/#/jobs/${job.id}`)
+    await page.getByTestId('job-error').waitFor({ timeout: 20_000 })
+    const failed = await api(`/v1/fine_tuning/jobs/${job.id}`)
+    assert.equal(failed.status, 'failed')
+    const shown = (await page.getByTestId('job-error').textContent()) ?? ''
+    assert.ok(shown.startsWith('This job failed.') && shown.includes(failed.error.message), shown)
+  })
+
   it('cancels a second job from its page', async () => {
     const job = await api('/v1/fine_tuning/jobs', {
       method: 'POST',

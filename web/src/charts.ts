@@ -46,8 +46,9 @@ class Chart {
         h('input', { type: 'checkbox', 'data-testid': `log-${name}`, onchange: (e: Event) => { this.setLog((e.target as HTMLInputElement).checked) } }),
         ' log scale')
       : null
-    this.el = h('section', { class: 'chart', 'data-chart': name, 'data-points': 0 },
-      h('div', { class: 'chart-head' }, h('h3', {}, def.title), toggle), this.plotEl)
+    this.el = h('section', { class: 'chart empty', 'data-chart': name, 'data-points': 0 },
+      h('div', { class: 'chart-head' }, h('h3', {}, def.title), toggle),
+      h('p', { class: 'muted placeholder' }, 'No points yet.'), this.plotEl)
   }
 
   private width (): number { return Math.max(260, this.plotEl.clientWidth || this.el.clientWidth || 600) }
