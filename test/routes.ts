@@ -59,6 +59,7 @@ export const ROUTES: Route[] = [
   },
   { method: 'GET', path: '/v1/files/:file_id' },
   { method: 'GET', path: '/v1/files/:file_id/content' },
+  { method: 'POST', path: '/v1/files/:file_id/check', body: f => ({ model: f.model, batch_size: 2 }) },
   { method: 'DELETE', path: '/v1/files/:file_id' },
   { method: 'POST', path: '/v1/fine_tuning/jobs', body: jobBody(f => f.model) },
   {

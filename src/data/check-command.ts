@@ -71,10 +71,14 @@ function positiveInteger (raw: string | undefined, flag: string, fallback: numbe
 }
 
 function jsonReport (args: CheckArgs, result: PrepareResult): unknown {
-  if (!result.ok) return { file: args.file, ok: false, total_problems: result.totalProblems, problems: result.problems }
+  return { file: args.file, ...datasetReport(result, args.batchSize) }
+}
+
+/** What `opentune data check --json` and POST /v1/files/{file_id}/check report (after `file`). */
+export function datasetReport (result: PrepareResult, batchSize: number): Record<string, unknown> {
+  if (!result.ok) return { ok: false, total_problems: result.totalProblems, problems: result.problems }
   const { stats } = result
   return {
-    file: args.file,
     ok: true,
     format: stats.format,
     examples: stats.examples,
@@ -83,7 +87,7 @@ function jsonReport (args: CheckArgs, result: PrepareResult): unknown {
     loss_tokens: stats.lossTokens,
     seq_len: stats.seqLen,
     packing: stats.packing,
-    batch_size: args.batchSize,
+    batch_size: batchSize,
     steps_per_epoch: stats.stepsPerEpoch,
   }
 }

@@ -9,8 +9,9 @@ import { expectedBodyType } from '../http/body-type.js'
 import { newFileId, nowSeconds } from '../ids.js'
 import { unfinishedJobUsing } from '../fine-tuning/jobs.store.js'
 import { deleteFile, getFile, insertFile, listFiles } from './files.store.js'
+import { checkDataset } from './file-check.js'
 import { isStorageFull } from './storage-full.js'
-import { FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
+import { FileCheckBody, FileDeleted, FileList, FileListQuery, FileObject, FileParams, UPLOAD_PURPOSES, fileRowToApi } from './files.schemas.js'
 
 const MULTIPART_SLACK = 1024 * 1024 // boundaries and other fields around the file part
 
@@ -58,6 +59,14 @@ export const filesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async
     const row = await getFile(db, request.projectId, request.params.file_id)
     if (!row) throw errors.fileNotFound(request.params.file_id)
     return fileRowToApi(row)
+  })
+
+  app.post('/v1/files/:file_id/check', {
+    schema: { summary: 'Check a dataset against a model, as a job would', params: FileParams, body: FileCheckBody },
+  }, async (request) => {
+    const row = await getFile(db, request.projectId, request.params.file_id)
+    if (!row) throw errors.fileNotFound(request.params.file_id)
+    return await checkDataset(ctx, row, request.body)
   })
 
   app.get('/v1/files/:file_id/content', { schema: { summary: 'Download file content', params: FileParams } }, async (request, reply) => {

@@ -59,3 +59,11 @@ export function fileRowToApi (row: FileRow): FileObject {
     expires_at: null,
   }
 }
+
+/** POST /v1/files/{file_id}/check: the model and the hyperparameters that shape the rows. */
+export const FileCheckBody = Type.Object({
+  model: Type.String({ minLength: 1 }),
+  context_length: Type.Optional(Type.Integer({ minimum: 1 })),
+  packing: Type.Optional(Type.Boolean()),
+  batch_size: Type.Optional(Type.Integer({ minimum: 1 })),
+})

@@ -111,6 +111,9 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
       const text = await report.textContent()
       const lines = readFileSync(join(EXAMPLES, name), 'utf8').trim().split('\n').length
       assert.match(text ?? '', new RegExp(`${lines} non-empty lines`))
+      // the server's check for the model, shown before any job exists
+      const checked = await report.getByTestId('check-ok').textContent({ timeout: 30_000 })
+      assert.match(checked ?? '', new RegExp(`Valid for opentune/tiny-llama: ${lines} chat examples`))
       return (await report.getAttribute('data-file-id'))!
     }
     const validId = await upload('valid.jsonl')

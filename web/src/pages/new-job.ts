@@ -1,15 +1,29 @@
 // New job: upload a JSONL file (purpose fine-tune) or pick an uploaded one, see what the server and a
 // quick look in the browser say about it, pick a model from GET /v1/models, set the Nebius
 // hyperparameters (ranges and defaults from trainer/opentune_trainer/hyperparameters.json, the one
-// definition, bundled at build time) and create the job. There is no server-side "check" endpoint:
-// the service validates the lines when the job starts (validating_files), and the job page shows
-// what it found.
+// definition, bundled at build time) and create the job. Each upload is checked at once against the
+// chosen model with POST /v1/files/{file_id}/check (what `opentune data check` and a job's
+// validating_files run), and the report is shown before any job exists.
 import hyperparameters from '../../../trainer/opentune_trainer/hyperparameters.json'
 import { getJson, postJson, request, type FileObject, type Job, type List, type Model } from '../api.js'
 import { clear, fmtBytes, h } from '../dom.js'
 
 interface HpDef { type: 'integer' | 'number' | 'boolean', minimum?: number, maximum?: number, exclusiveMinimum?: number, default: number | boolean }
 const HP = hyperparameters.properties as Record<string, HpDef>
+
+interface CheckReport {
+  ok: boolean
+  format?: string
+  examples?: number
+  tokens?: number
+  loss_tokens?: number
+  rows?: number
+  seq_len?: number
+  steps_per_epoch?: number
+  batch_size?: number
+  total_problems: number
+  problems: Array<{ line: number | null, message: string }>
+}
 
 function range (d: HpDef): string {
   const lo = d.minimum !== undefined ? `≥ ${d.minimum}` : d.exclusiveMinimum !== undefined ? `> ${d.exclusiveMinimum}` : ''
@@ -113,13 +127,40 @@ export function newJobPage (main: HTMLElement): () => void {
           look.bad.length
             ? h('p', {}, `${look.bad.length} line(s) are not JSON objects (first: line ${look.bad[0]}); the job will fail on them.`)
             : null,
-          h('p', { class: 'muted' }, 'There is no server-side check before a job: the service validates every line when the job starts ' +
-            '(status "validating_files"), and a bad file fails the job with the reason on its page.')))
+          h('div', { 'data-testid': 'check-report' }, h('p', { class: 'muted' }, `Checking against ${modelSelect.value || 'the model'}…`))))
+        await showCheck(uploaded.id)
       } catch (err) {
         clear(report, h('p', { class: 'error', role: 'alert' }, `Upload failed: ${(err as Error).message}`))
       } finally { uploadButton.disabled = false }
     })()
   })
+
+  /** The server's report on the file for the chosen model and the rows' hyperparameters. */
+  async function showCheck (fileId: string): Promise<void> {
+    const into = report.querySelector('[data-testid="check-report"]')
+    if (!into || !modelSelect.value) return
+    const num = (name: string) => (inputs.get(name)?.value ? Number(inputs.get(name)?.value) : undefined)
+    const body = {
+      model: modelSelect.value,
+      context_length: num('context_length'),
+      batch_size: num('batch_size'),
+      packing: inputs.get('packing')?.checked
+    }
+    try {
+      const r = await postJson<CheckReport>(`/v1/files/${fileId}/check`, body)
+      if (r.ok) {
+        clear(into as HTMLElement, h('p', { 'data-testid': 'check-ok' }, `Valid for ${modelSelect.value}: ${r.examples} ${r.format} examples, ` +
+          `${r.tokens} tokens (${r.loss_tokens} trained), ${r.rows} rows of ${r.seq_len}, ${r.steps_per_epoch} steps per epoch ` +
+          `at batch size ${r.batch_size}.`))
+      } else {
+        clear(into as HTMLElement, h('div', { class: 'error', 'data-testid': 'check-problems' },
+          h('p', {}, `${r.total_problems} problem(s); a job on this file would fail:`),
+          h('ul', {}, ...r.problems.map(p => h('li', {}, `${p.line === null ? '' : `line ${p.line}: `}${p.message}`)))))
+      }
+    } catch (err) {
+      clear(into as HTMLElement, h('p', { class: 'error' }, `The check failed: ${(err as Error).message}`))
+    }
+  }
 
   form.addEventListener('submit', (e) => {
     e.preventDefault()
