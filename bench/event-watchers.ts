@@ -12,6 +12,7 @@ import OpenAI from 'openai'
 import { loadConfig } from '../src/config.js'
 import { createKey, ensureProject } from '../src/projects/keys.store.js'
 import { startService } from '../src/server.js'
+import { followJob } from './job-clock.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const WATCHERS = Number(process.argv[2] ?? 50)
@@ -62,15 +63,7 @@ async function main (): Promise<void> {
       let open = 0
       const streams = Array.from({ length: watchers }, async () => await watch(
         `${service.url}/v1/fine_tuning/jobs/${job.id}/events`, key, () => { open++ }))
-      let running = 0
-      let done = 0
-      let status: string = job.status
-      for (;;) {
-        status = (await client.fineTuning.jobs.retrieve(job.id)).status
-        if (status === 'running' && !running) running = performance.now()
-        if (['succeeded', 'failed', 'cancelled'].includes(status)) { done = performance.now(); break }
-        await new Promise(resolve => setTimeout(resolve, 10))
-      }
+      const { status, runningAt: running, doneAt: done } = await followJob(client, job.id)
       if (status !== 'succeeded') throw new Error(`job ${job.id} ${status}`)
       const counts = await Promise.all(streams)
       const listed = (await client.fineTuning.jobs.listEvents(job.id, { limit: 100 })).data.length

@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.js'
 import { createKey, ensureProject } from '../src/projects/keys.store.js'
 import { Runner } from '../src/runner/runner.js'
 import { startService } from '../src/server.js'
+import { followJob } from './job-clock.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const JOBS = Number(process.argv[2] ?? 5)
@@ -33,15 +34,7 @@ async function main (): Promise<void> {
     for (let i = 0; i < JOBS; i++) {
       const t0 = performance.now()
       const job = await client.fineTuning.jobs.create({ model: 'opentune/tiny-llama', training_file: file.id, hyperparameters: { n_epochs: 2, lora: true, learning_rate: 3e-3, packing: false } as never })
-      let running = 0
-      let done = 0
-      let status = job.status
-      for (;;) {
-        status = (await client.fineTuning.jobs.retrieve(job.id)).status
-        if (status === 'running' && !running) running = performance.now()
-        if (['succeeded', 'failed', 'cancelled'].includes(status)) { done = performance.now(); break }
-        await new Promise(resolve => setTimeout(resolve, 10))
-      }
+      const { status, runningAt: running, doneAt: done } = await followJob(client, job.id)
       if (status !== 'succeeded') throw new Error(`job ${job.id} ${status}`)
       const final = await client.fineTuning.jobs.retrieve(job.id)
       const csv = await (await client.files.content(final.result_files[0]!)).text()
