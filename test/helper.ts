@@ -5,12 +5,14 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
+import OpenAI from 'openai'
 import pg from 'pg'
 import { buildApp } from '../src/app.js'
 import { loadConfig, type Config } from '../src/config.js'
 import { openContext, type AppContext } from '../src/context.js'
 import type { Dialect } from '../src/db/connect.js'
 import { createKey, ensureProject } from '../src/projects/keys.store.js'
+import type { Service } from '../src/server.js'
 
 export const POSTGRES_URL = process.env.OPENTUNE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
@@ -124,4 +126,11 @@ export async function createJob (env: TestEnv, body: Record<string, unknown> = {
     headers: env.auth(key),
     payload: { model: 'opentune/tiny-llama', training_file: trainingFile, ...body },
   })
+}
+
+/** The openai SDK pointed at a listening service with a new key of `project` (made if missing), as a
+ *  user would point it; no retries, so a test sees every status as it came. */
+export async function sdkClient (service: Service, project = 'main'): Promise<OpenAI> {
+  const { id } = await ensureProject(service.ctx.db, project)
+  return new OpenAI({ apiKey: (await createKey(service.ctx.db, id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
 }

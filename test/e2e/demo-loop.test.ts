@@ -7,9 +7,8 @@ import { createReadStream } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import OpenAI from 'openai'
 import { startService, type Service } from '../../src/server.js'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { DEMO_JOB, QA_FILE, QA_PAIRS, askAll, exactCount } from '../../scripts/demo-qa.js'
-import { testConfig } from '../helper.js'
+import { sdkClient, testConfig } from '../helper.js'
 
 const TRAINING_BOUND_MS = 5 * 60_000 // a generous bound for a run of ~15 s: a slow machine is not a failure
 
@@ -22,8 +21,7 @@ describe('the demo loop: fine-tune on made-up facts, then ask them through chat 
     const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu' })
     cleanup = made.cleanup
     service = await startService({ ...made.config, port: 0 })
-    const project = await ensureProject(service.ctx.db, 'e2e')
-    client = new OpenAI({ apiKey: (await createKey(service.ctx.db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
+    client = await sdkClient(service, 'e2e')
   })
   after(async () => {
     await service.close()

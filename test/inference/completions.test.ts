@@ -6,9 +6,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import OpenAI, { APIError } from 'openai'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
-import { DIALECTS, testConfig } from '../helper.js'
+import { DIALECTS, sdkClient, testConfig } from '../helper.js'
 import { deploy, makeFullCheckpoint, makeLoraCheckpoint } from './checkpoints.js'
 
 const BASE = 'opentune/tiny-llama'
@@ -39,12 +38,9 @@ describe(`${DIALECTS[0]}: chat and text completions with the openai client`, () 
     })
     cleanup = made.cleanup
     service = await startService(made.config)
-    const db = service.ctx.db
-    const project = await ensureProject(db, 'main')
-    client = new OpenAI({ apiKey: (await createKey(db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
-    const otherKey = (await createKey(db, (await ensureProject(db, 'other')).id)).key
-    other = new OpenAI({ apiKey: otherKey, baseURL: `${service.url}/v1`, maxRetries: 0 })
-    checkpoint = await makeLoraCheckpoint(service, client, project.name)
+    client = await sdkClient(service)
+    other = await sdkClient(service, 'other')
+    checkpoint = await makeLoraCheckpoint(service, client, 'main')
   })
   after(async () => {
     await service?.close()

@@ -5,9 +5,8 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import OpenAI, { APIError } from 'openai'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
-import { DIALECTS, testConfig } from '../helper.js'
+import { DIALECTS, sdkClient, testConfig } from '../helper.js'
 
 const BASE = 'opentune/tiny-llama'
 const long = { model: BASE, prompt: 'A long story', max_tokens: 1000, temperature: 0, stream: true as const }
@@ -31,9 +30,7 @@ describe(`${DIALECTS[0]}: the embedded engine under overload and crashes`, () =>
     })
     cleanup = made.cleanup
     service = await startService(made.config)
-    const db = service.ctx.db
-    const key = (await createKey(db, (await ensureProject(db, 'main')).id)).key
-    client = new OpenAI({ apiKey: key, baseURL: `${service.url}/v1`, maxRetries: 0 })
+    client = await sdkClient(service)
   })
   after(async () => {
     await service?.close()

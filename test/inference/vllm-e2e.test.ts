@@ -3,9 +3,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import OpenAI from 'openai'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
 import { startService, type Service } from '../../src/server.js'
-import { DIALECTS, testConfig } from '../helper.js'
+import { DIALECTS, sdkClient, testConfig } from '../helper.js'
 import { deploy, makeLoraCheckpoint } from './checkpoints.js'
 import { startVllmStandin, type VllmStandin } from './vllm-standin.js'
 
@@ -26,9 +25,8 @@ describe(`${DIALECTS[0]}: a vLLM server behind opentune`, () => {
     })
     cleanup = made.cleanup
     service = await startService(made.config)
-    const project = await ensureProject(service.ctx.db, 'main')
-    client = new OpenAI({ apiKey: (await createKey(service.ctx.db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
-    checkpoint = await makeLoraCheckpoint(service, client, project.name)
+    client = await sdkClient(service)
+    checkpoint = await makeLoraCheckpoint(service, client, 'main')
   })
   after(async () => {
     await service?.close()
