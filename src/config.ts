@@ -26,6 +26,17 @@ export interface Config {
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
   inference: InferenceConfig
   eventStream: EventStreamConfig
+  trackers: TrackersConfig
+}
+
+// W&B and MLflow runs of a job's `integrations` (src/trackers/): sent beside training, never in its way
+export interface TrackersConfig {
+  wandbBaseUrl: string // W&B's API host (a W&B Server, or a test's stand-in)
+  requestTimeoutMs: number // one request to a tracker; a slower one is abandoned and retried
+  attempts: number // tries of one request before its steps are given up (an event says so)
+  backoffMs: number // wait before the 2nd try, doubled for each later one (up to 30 s)
+  flushMs: number // once the job ends, what is still queued gets at most this long to be sent
+  queueSteps: number // steps waiting per run; beyond it the oldest are dropped (and counted)
 }
 
 // GET …/events?stream=true (src/fine-tuning/event-stream.ts)
@@ -118,6 +129,14 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       pgPollMs: int('OPENTUNE_EVENTS_PG_POLL_MS', 5000, 10, 3_600_000),
       pingMs: int('OPENTUNE_EVENTS_PING_MS', 15_000, 10, 3_600_000),
       maxBufferBytes: int('OPENTUNE_EVENTS_CLIENT_BUFFER_BYTES', 1024 * 1024, 1024),
+    }),
+    trackers: Object.freeze({
+      wandbBaseUrl: (env.WANDB_BASE_URL || 'https://api.wandb.ai').replace(/\/+$/, ''),
+      requestTimeoutMs: int('OPENTUNE_TRACKER_TIMEOUT_MS', 10_000, 1, 3_600_000),
+      attempts: int('OPENTUNE_TRACKER_ATTEMPTS', 5, 1, 100),
+      backoffMs: int('OPENTUNE_TRACKER_BACKOFF_MS', 1000, 0, 600_000),
+      flushMs: int('OPENTUNE_TRACKER_FLUSH_MS', 15_000, 0, 3_600_000),
+      queueSteps: int('OPENTUNE_TRACKER_QUEUE_STEPS', 10_000, 1, 10_000_000),
     }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
