@@ -27,6 +27,15 @@ export interface Config {
   inference: InferenceConfig
   eventStream: EventStreamConfig
   trackers: TrackersConfig
+  hub: HubConfig
+}
+
+// The Hugging Face Hub (src/hub/): base models and checkpoints downloaded, results pushed. The names are
+// huggingface_hub's own, so a machine set up for it needs nothing new.
+export interface HubConfig {
+  endpoint: string // HF_ENDPOINT: the Hub or a mirror of it
+  token: string | null // HF_TOKEN: for gated and private repositories (a request's from_checkpoint.token wins)
+  offline: boolean // HF_HUB_OFFLINE=1: nothing is downloaded; a model not on disk is refused
 }
 
 // W&B and MLflow runs of a job's `integrations` (src/trackers/): sent beside training, never in its way
@@ -137,6 +146,11 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       backoffMs: int('OPENTUNE_TRACKER_BACKOFF_MS', 1000, 0, 600_000),
       flushMs: int('OPENTUNE_TRACKER_FLUSH_MS', 15_000, 0, 3_600_000),
       queueSteps: int('OPENTUNE_TRACKER_QUEUE_STEPS', 10_000, 1, 10_000_000),
+    }),
+    hub: Object.freeze({
+      endpoint: (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''),
+      token: env.HF_TOKEN || null,
+      offline: ['1', 'true', 'yes', 'on'].includes((env.HF_HUB_OFFLINE ?? '').toLowerCase()),
     }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
