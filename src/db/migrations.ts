@@ -164,12 +164,23 @@ function jobMetrics (dialect: Dialect): Migration {
   }
 }
 
+// A job's from_checkpoint of type hf (src/hub/): the Hub repository and revision it continues from, and
+// while its files are downloaded the request's token, sealed (src/hub/sealed-token.ts), never in clear.
+function hubCheckpoint (): Migration {
+  return {
+    async up (db: Db) {
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('from_checkpoint', 'text').execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
   return {
     '0001_initial': initial(dialect),
     '0002_runner_lease': runnerLease(dialect),
     '0003_deployments': deployments(dialect),
     '0004_job_metrics': jobMetrics(dialect),
+    '0006_hub': hubCheckpoint(),
   }
 }
 
