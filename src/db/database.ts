@@ -61,6 +61,9 @@ export interface JobTable {
   locked_by: string | null // runner holding the job
   locked_until: number | null // ms since epoch; past = free to claim
   attempts: Generated<number> // runners' starts of its training since one last saved new state
+
+  // JSON {type:'hf', repo, revision, sealed_token?} (migration 0006_hub); null: none, or this server's own
+  from_checkpoint: string | null
 }
 
 export interface EventTable {
