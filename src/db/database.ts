@@ -118,6 +118,16 @@ export interface DeploymentTable {
   deleted_at: number | null
 }
 
+// src/trackers/tracker-runs.store.ts
+export interface TrackerRunTable {
+  job_id: string
+  slot: number
+  kind: string // wandb | mlflow
+  run_id: string
+  lines: number
+  last_step: number
+}
+
 export interface Database {
   projects: ProjectTable
   api_keys: ApiKeyTable
@@ -127,4 +137,5 @@ export interface Database {
   checkpoints: CheckpointTable
   job_metrics: JobMetricsTable
   deployments: DeploymentTable
+  tracker_runs: TrackerRunTable
 }

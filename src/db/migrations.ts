@@ -164,6 +164,25 @@ function jobMetrics (dialect: Dialect): Migration {
   }
 }
 
+// The W&B / MLflow run each tracker integration of a job logs to (src/trackers/): a runner that takes
+// the job over after a restart continues that run, from the step after the last one it holds.
+function trackerRuns (dialect: Dialect): Migration {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.createTable('tracker_runs')
+        .addColumn('job_id', 'text', c => c.notNull().references('fine_tuning_jobs.id'))
+        .addColumn('slot', bigint, c => c.notNull()) // the integration's index in the job's list
+        .addColumn('kind', 'text', c => c.notNull())
+        .addColumn('run_id', 'text', c => c.notNull())
+        .addColumn('lines', bigint, c => c.notNull()) // W&B: history lines sent (the file_stream offset)
+        .addColumn('last_step', bigint, c => c.notNull()) // the last step the run has acknowledged
+        .addPrimaryKeyConstraint('tracker_runs_pk', ['job_id', 'slot'])
+        .execute()
+    },
+  }
+}
+
 // A job's from_checkpoint of type hf (src/hub/): the Hub repository and revision it continues from, and
 // while its files are downloaded the request's token, sealed (src/hub/sealed-token.ts), never in clear.
 function hubCheckpoint (): Migration {
@@ -181,6 +200,7 @@ export function migrationsFor (dialect: Dialect): Record<string, Migration> {
     '0003_deployments': deployments(dialect),
     '0004_job_metrics': jobMetrics(dialect),
     '0006_hub': hubCheckpoint(),
+    '0008_tracker_runs': trackerRuns(dialect),
   }
 }
 
