@@ -5,6 +5,7 @@ import type { Generated } from 'kysely'
 import type { DeploymentKind, DeploymentStatus } from '../deployments/deployments.schemas.js'
 import type { FilePurpose, FileStatus } from '../files/files.schemas.js'
 import type { EventLevel, EventType, JobStatus } from '../fine-tuning/jobs.schemas.js'
+import type { WebhookDeliveryStatus, WebhookEventType } from '../webhooks/webhooks.schemas.js'
 
 export interface ProjectTable {
   id: string
@@ -128,6 +129,42 @@ export interface TrackerRunTable {
   last_step: number
 }
 
+export interface WebhookEndpointTable {
+  seq: Generated<number>
+  id: string
+  project_id: string
+  url: string
+  events: string // JSON WebhookEventType[]
+  description: string | null
+  secret: string // whsec_<base64>: kept to sign deliveries (HMAC needs it), never sent back after creation
+  created_at: number
+  last_delivery_at: number | null // seconds: the last attempt of any of its deliveries
+  last_delivery_status: WebhookDeliveryStatus | null
+  last_status_code: number | null
+  last_error: string | null
+}
+
+export interface WebhookDeliveryTable {
+  seq: Generated<number>
+  id: string // the webhook-id header: the same on every attempt, receivers dedupe on it
+  endpoint_id: string
+  event_id: string // evt_…, shared by an event's deliveries to each endpoint
+  event_type: WebhookEventType
+  job_id: string
+  payload: string // the exact body sent (signed as stored)
+  created_at: number
+  status: WebhookDeliveryStatus
+  attempts: Generated<number>
+  next_attempt_at: number | null // ms; due when past and pending
+  expires_at: number // ms; a failure after this gives up (status failed)
+  locked_by: string | null // the delivery worker sending it now
+  locked_until: number | null // ms
+  last_attempt_at: number | null // seconds
+  last_status_code: number | null
+  last_error: string | null
+  delivered_at: number | null // seconds
+}
+
 export interface Database {
   projects: ProjectTable
   api_keys: ApiKeyTable
@@ -138,4 +175,6 @@ export interface Database {
   job_metrics: JobMetricsTable
   deployments: DeploymentTable
   tracker_runs: TrackerRunTable
+  webhook_endpoints: WebhookEndpointTable
+  webhook_deliveries: WebhookDeliveryTable
 }

@@ -193,12 +193,65 @@ function hubCheckpoint (): Migration {
   }
 }
 
+// Webhooks (src/webhooks/): a project's endpoints, and the outbox of deliveries written in the same
+// transaction as a job's final status (jobs.service.ts). A delivery is claimed with a lease
+// (locked_until, ms) like a job; next_attempt_at (ms) is when it is due, expires_at when retries stop.
+function webhooks (dialect: Dialect): Migration {
+  const seq = seqColumn(dialect)
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.createTable('webhook_endpoints')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('project_id', 'text', c => c.notNull().references('projects.id'))
+        .addColumn('url', 'text', c => c.notNull())
+        .addColumn('events', 'text', c => c.notNull())
+        .addColumn('description', 'text')
+        .addColumn('secret', 'text', c => c.notNull())
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('last_delivery_at', bigint)
+        .addColumn('last_delivery_status', 'text')
+        .addColumn('last_status_code', 'integer')
+        .addColumn('last_error', 'text')
+        .execute()
+      await db.schema.createIndex('webhook_endpoints_project').on('webhook_endpoints').columns(['project_id', 'seq'])
+        .execute()
+      await db.schema.createTable('webhook_deliveries')
+        .addColumn('seq', seq.type, seq.build)
+        .addColumn('id', 'text', c => c.notNull().unique())
+        .addColumn('endpoint_id', 'text', c => c.notNull().references('webhook_endpoints.id'))
+        .addColumn('event_id', 'text', c => c.notNull())
+        .addColumn('event_type', 'text', c => c.notNull())
+        .addColumn('job_id', 'text', c => c.notNull())
+        .addColumn('payload', 'text', c => c.notNull())
+        .addColumn('created_at', bigint, c => c.notNull())
+        .addColumn('status', 'text', c => c.notNull())
+        .addColumn('attempts', 'integer', c => c.notNull().defaultTo(0))
+        .addColumn('next_attempt_at', bigint)
+        .addColumn('expires_at', bigint, c => c.notNull())
+        .addColumn('locked_by', 'text')
+        .addColumn('locked_until', bigint)
+        .addColumn('last_attempt_at', bigint)
+        .addColumn('last_status_code', 'integer')
+        .addColumn('last_error', 'text')
+        .addColumn('delivered_at', bigint)
+        .execute()
+      await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').columns(['status', 'next_attempt_at'])
+        .execute()
+      await db.schema.createIndex('webhook_deliveries_endpoint').on('webhook_deliveries').columns(['endpoint_id', 'seq'])
+        .execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
   return {
     '0001_initial': initial(dialect),
     '0002_runner_lease': runnerLease(dialect),
     '0003_deployments': deployments(dialect),
     '0004_job_metrics': jobMetrics(dialect),
+    '0005_webhooks': webhooks(dialect),
     '0006_hub': hubCheckpoint(),
     '0008_tracker_runs': trackerRuns(dialect),
   }
