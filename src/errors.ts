@@ -74,6 +74,13 @@ export const errors = {
     `${param} '${shown(id)}' has purpose '${purpose}'; upload it with purpose 'fine-tune'.`, param),
   unknownBaseModel: (model: string) => new ApiError(400, INVALID, 'model_not_available',
     `Model '${shown(model)}' is not available for fine-tuning. GET /v1/models lists the base models.`, 'model'),
+  // a model not on disk whose name is a Hub repository (src/hub/accept.ts), when the Hub cannot be used
+  hubOffline: (model: string) => new ApiError(400, INVALID, 'model_not_available',
+    `Model '${shown(model)}' is not available for fine-tuning: it is not in the models directory, and HF_HUB_OFFLINE ` +
+    'forbids downloading it from the Hugging Face Hub. GET /v1/models lists the base models.', 'model'),
+  hubUnreachable: (model: string, endpoint: string, why: string) => new ApiError(400, INVALID, 'model_not_available',
+    `Model '${shown(model)}' is not available for fine-tuning: it is not in the models directory, and the Hugging ` +
+    `Face Hub at ${endpoint} (HF_ENDPOINT) cannot be reached (${why}) to download it.`, 'model'),
   unsupportedModel: (model: string, why: string, supported: string, use: ModelUse = 'train') => new ApiError(400,
     INVALID, 'unsupported_model',
     `Model '${shown(model)}' cannot be ${use === 'train' ? 'fine-tuned' : 'served'} here: ${why}. Supported: ${supported}.`,
