@@ -26,6 +26,9 @@ export interface Config {
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
   inference: InferenceConfig
   eventStream: EventStreamConfig
+  executor: 'local' | 'slurm' // where an attempt trains (src/runner/executor.ts, docs/slurm.md)
+  slurm: SlurmConfig
+  webhooks: WebhooksConfig
   trackers: TrackersConfig
   hub: HubConfig
 }
@@ -46,6 +49,29 @@ export interface TrackersConfig {
   backoffMs: number // wait before the 2nd try, doubled for each later one (up to 30 s)
   flushMs: number // once the job ends, what is still queued gets at most this long to be sent
   queueSteps: number // steps waiting per run; beyond it the oldest are dropped (and counted)
+}
+
+// Webhook deliveries from the outbox (src/webhooks/delivery.ts)
+export interface WebhooksConfig {
+  deliver: boolean // this service process sends due deliveries
+  pollMs: number // how often the outbox is read for due deliveries
+  timeoutMs: number // one attempt: a receiver that has not answered by then failed
+  maxAgeSeconds: number // retries stop this long after the event (or a replay)
+  retryBaseMs: number // the first retry's delay; each next one doubles, up to retryMaxMs, with jitter
+  retryMaxMs: number
+}
+
+// OPENTUNE_EXECUTOR=slurm: each attempt is one sbatch job (src/runner/slurm/, docs/slurm.md)
+export interface SlurmConfig {
+  partition: string | null // sbatch --partition; null: the cluster's default
+  account: string | null // sbatch --account
+  qos: string | null // sbatch --qos
+  gpusPerNode: number // --gres=gpu:N; 0: CPU only. More than one GPU in all: srun + torchrun
+  nodes: number // --nodes
+  timeLimit: string | null // sbatch --time (e.g. 2-00:00:00); null: the partition's default
+  sbatchOptions: readonly string[] // extra sbatch arguments, split on whitespace
+  python: string // the Python (with PyTorch) on the compute nodes
+  pollMs: number // how often squeue and the protocol file are read
 }
 
 // GET …/events?stream=true (src/fine-tuning/event-stream.ts)
@@ -133,11 +159,31 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       vllmMaxLoraRank: int('OPENTUNE_VLLM_MAX_LORA_RANK', 16, 1, 4096),
       vllmDataDir: env.OPENTUNE_VLLM_DATA_DIR ? env.OPENTUNE_VLLM_DATA_DIR.replace(/\/+$/, '') : null,
     }),
+    executor: (env.OPENTUNE_EXECUTOR || 'local') as Config['executor'],
+    slurm: Object.freeze({
+      partition: env.OPENTUNE_SLURM_PARTITION || null,
+      account: env.OPENTUNE_SLURM_ACCOUNT || null,
+      qos: env.OPENTUNE_SLURM_QOS || null,
+      gpusPerNode: int('OPENTUNE_SLURM_GPUS_PER_NODE', 0, 0, 64),
+      nodes: int('OPENTUNE_SLURM_NODES', 1, 1, 4096),
+      timeLimit: env.OPENTUNE_SLURM_TIME_LIMIT || null,
+      sbatchOptions: Object.freeze((env.OPENTUNE_SLURM_SBATCH_OPTIONS ?? '').split(/\s+/).filter(Boolean)),
+      python: env.OPENTUNE_SLURM_PYTHON || env.OPENTUNE_PYTHON || defaultPython(),
+      pollMs: int('OPENTUNE_SLURM_POLL_MS', 1000, 10, 600_000),
+    }),
     eventStream: Object.freeze({
       pollMs: int('OPENTUNE_EVENTS_POLL_MS', 500, 10, 3_600_000),
       pgPollMs: int('OPENTUNE_EVENTS_PG_POLL_MS', 5000, 10, 3_600_000),
       pingMs: int('OPENTUNE_EVENTS_PING_MS', 15_000, 10, 3_600_000),
       maxBufferBytes: int('OPENTUNE_EVENTS_CLIENT_BUFFER_BYTES', 1024 * 1024, 1024),
+    }),
+    webhooks: Object.freeze({
+      deliver: env.OPENTUNE_WEBHOOKS_DELIVER !== '0' && env.OPENTUNE_WEBHOOKS_DELIVER !== 'false',
+      pollMs: int('OPENTUNE_WEBHOOKS_POLL_MS', 1000, 10, 3_600_000),
+      timeoutMs: int('OPENTUNE_WEBHOOKS_TIMEOUT_MS', 10_000, 100, 600_000),
+      maxAgeSeconds: int('OPENTUNE_WEBHOOKS_MAX_AGE_SECONDS', 72 * 3600, 1),
+      retryBaseMs: int('OPENTUNE_WEBHOOKS_RETRY_BASE_MS', 10_000, 1),
+      retryMaxMs: int('OPENTUNE_WEBHOOKS_RETRY_MAX_MS', 6 * 3600 * 1000, 1),
     }),
     trackers: Object.freeze({
       wandbBaseUrl: (env.WANDB_BASE_URL || 'https://api.wandb.ai').replace(/\/+$/, ''),
@@ -154,6 +200,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
+  if (!['local', 'slurm'].includes(config.executor)) problems.push('OPENTUNE_EXECUTOR must be local or slurm')
   if (!['embedded', 'vllm'].includes(config.inference.engine)) problems.push('OPENTUNE_INFERENCE must be embedded or vllm')
   if (config.inference.engine === 'vllm' && !config.inference.vllmUrl) problems.push('OPENTUNE_INFERENCE=vllm needs OPENTUNE_VLLM_URL')
   if (!['auto', 'cpu', 'cuda'].includes(config.inference.device)) problems.push('OPENTUNE_INFERENCE_DEVICE must be auto, cpu or cuda')
