@@ -8,6 +8,7 @@ import { appendEvent } from '../fine-tuning/events.store.js'
 import { moveJob } from '../fine-tuning/jobs.service.js'
 import { dropMetricsAfter, recordStepMetrics } from '../fine-tuning/metrics.store.js'
 import { updateJob, type JobRow } from '../fine-tuning/jobs.store.js'
+import type { TrackerSet } from '../trackers/trackers.js'
 import { parseTrainerLine, type TrainerLine } from './protocol.js'
 import { metricsLogLine, registerCheckpoint, truncateMetricsLog } from './results.js'
 
@@ -24,6 +25,7 @@ export class TrainerLines {
   quiet = false // set once the job is cancelled: no more progress is reported
   lastStep: number // the last step already reported (before an interruption too)
   savedNewState = false // this attempt saved state past the step it started from: it made progress
+  trackers: TrackerSet | null = null // the job's W&B / MLflow runs (train-job.ts starts and ends them)
   #tokens: number
   #lastWrite = 0
   #startedAt = Date.now()
@@ -62,6 +64,7 @@ export class TrainerLines {
       case 'metrics': return await this.#onMetrics(line)
       case 'checkpoint':
         await registerCheckpoint(this.ctx, this.job, this.projectName, line)
+        this.trackers?.checkpoint(line)
         return
       case 'log':
         await appendEvent(this.ctx.db, this.job.id, { level: line.level, message: line.message })
@@ -128,6 +131,7 @@ export class TrainerLines {
       tokens: line.tokens ?? null,
       step_time_s: line.step_time_s ?? null,
     })
+    this.trackers?.step(line) // queued, never waited for
     if (this.quiet || line.step <= this.lastStep) return // cancelled, or already reported before an interruption
     this.lastStep = line.step
     this.#tokens += line.tokens ?? 0
