@@ -10,6 +10,7 @@ import { newJobId, nowSeconds } from '../ids.js'
 import { isCheckpointModel, linkTrainingSources, resolveStartingPoint, rootBaseId, type StartingPoint } from './continue-from.js'
 import { jobDir } from './job-dir.js'
 import { appendEvent, type NewEvent } from './events.store.js'
+import { enqueueJobWebhooks } from '../webhooks/webhooks.service.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
 import { getJobById, insertJob, updateJobIf, type JobChanges, type JobRow } from './jobs.store.js'
@@ -154,7 +155,10 @@ export async function cancelJob (db: Kysely<Database>, job: JobRow): Promise<Job
   // the event in the same transaction: a stream sees the job ended only with its last event there
   const updated = await db.transaction().execute(async (trx) => {
     const row = await updateJobIf(trx, job.id, statusesThatMayBecome('cancelled'), { status: 'cancelled', finished_at: nowSeconds(), estimated_finish: null })
-    if (row) await appendEvent(trx, job.id, { message: 'Fine-tuning job cancelled' })
+    if (row) {
+      await appendEvent(trx, job.id, { message: 'Fine-tuning job cancelled' })
+      await enqueueJobWebhooks(trx, row, 'cancelled') // the outbox row commits with the status, or neither does
+    }
     return row
   })
   if (!updated) {
@@ -176,6 +180,8 @@ export async function moveJob (db: Kysely<Database>, jobId: string, to: JobStatu
   return await db.transaction().execute(async (trx) => {
     const row = await updateJobIf(trx, jobId, statusesThatMayBecome(to), { ...set, status: to })
     if (row && event) for (const e of [event].flat()) await appendEvent(trx, jobId, e)
+    // a final status writes its webhooks' outbox rows in this transaction (src/webhooks/): none is lost
+    if (row && isTerminal(to)) await enqueueJobWebhooks(trx, row, to)
     return row !== undefined
   })
 }
