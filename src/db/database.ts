@@ -156,7 +156,7 @@ export interface WebhookDeliveryTable {
   status: WebhookDeliveryStatus
   attempts: Generated<number>
   next_attempt_at: number | null // ms; due when past and pending
-  expires_at: number // ms; a failure after this gives up (status failed)
+  retry_from: number // ms: written or replayed then; a failure past the max age (72 h) gives up (status failed)
   locked_by: string | null // the delivery worker sending it now
   locked_until: number | null // ms
   last_attempt_at: number | null // seconds

@@ -195,7 +195,7 @@ function hubCheckpoint (): Migration {
 
 // Webhooks (src/webhooks/): a project's endpoints, and the outbox of deliveries written in the same
 // transaction as a job's final status (jobs.service.ts). A delivery is claimed with a lease
-// (locked_until, ms) like a job; next_attempt_at (ms) is when it is due, expires_at when retries stop.
+// (locked_until, ms) like a job; next_attempt_at (ms) is when it is due; retries stop max-age after retry_from.
 function webhooks (dialect: Dialect): Migration {
   const seq = seqColumn(dialect)
   const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
@@ -229,7 +229,7 @@ function webhooks (dialect: Dialect): Migration {
         .addColumn('status', 'text', c => c.notNull())
         .addColumn('attempts', 'integer', c => c.notNull().defaultTo(0))
         .addColumn('next_attempt_at', bigint)
-        .addColumn('expires_at', bigint, c => c.notNull())
+        .addColumn('retry_from', bigint, c => c.notNull())
         .addColumn('locked_by', 'text')
         .addColumn('locked_until', bigint)
         .addColumn('last_attempt_at', bigint)
