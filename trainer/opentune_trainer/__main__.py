@@ -1,6 +1,8 @@
 """Command line of the training worker (protocol: docs/trainer-protocol.md).
 
     cd trainer && python3 -m opentune_trainer train --spec /abs/path/job-spec.json
+    cd trainer && python3 -m torch.distributed.run --standalone --nproc_per_node 2 \
+        -m opentune_trainer train --spec /abs/path/job-spec.json    # DDP (LoRA) / FSDP2 (full)
     cd trainer && python3 -m opentune_trainer init-tiny --out /abs/path/models/opentune/tiny-llama
     cd trainer && python3 -m opentune_trainer tiny-files --out ../models/opentune/tiny-llama
     cd trainer && python3 -m opentune_trainer doctor      # JSON: torch, CUDA devices, bf16, kernels
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import traceback
 
@@ -104,7 +107,9 @@ def train(spec_path: str) -> int:
     from . import protocol
 
     protocol.claim_stdout()
-    stop_with_parent()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun (docs/multi-gpu.md): rank 0 speaks for all
+        protocol.mute()
+    stop_with_parent()  # under torchrun the parent is torchrun, which the runner stops
     try:
         from .spec import load_spec
 

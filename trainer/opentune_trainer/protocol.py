@@ -46,6 +46,12 @@ def claim_stdout() -> None:
     sys.stdout = sys.stderr
 
 
+def mute() -> None:
+    """Print no protocol line (the ranks other than 0 of a torchrun launch: rank 0 speaks for all)."""
+    global _out
+    _out = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None  # JSON has no NaN/inf; a diverged loss reads as null

@@ -5,6 +5,7 @@
 Recipe shape after torchtune: `Trainer(spec).setup()` → `.train()`; one optimizer step =
 `batch_size` rows split into micro-batches, loss = Σ CE over all loss tokens of the step / their
 count (so the split never changes the result), AdamW, linear warmup then linear decay.
+Under torchrun the same loop runs on every rank (distributed.py: DDP for LoRA, FSDP2 for full).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from . import checkpoint, data, state
+from . import checkpoint, data, distributed, state
 from .lora import apply_lora
 from .loss import linear_cross_entropy
 from .model import compile_blocks
@@ -30,6 +31,9 @@ from .protocol import line as protocol_line
 from .spec import Spec
 
 STATE_EVERY_S = float(os.environ.get("OPENTUNE_STATE_EVERY_S", "900"))  # mid-epoch state saves
+# from SIGTERM to the runner's SIGKILL (src/runner/trainer-launch.ts sets it): a state write that
+# would not fit is not started (the last whole state is kept)
+STOP_BUDGET_S = 0.8 * float(os.environ.get("OPENTUNE_STOP_GRACE_S", "10"))
 
 
 class Stop(Exception):
@@ -42,6 +46,8 @@ class Trainer:
         self.stop = False
         self.rng_at_step = None
         self.saved_step: int | None = None  # step of the state on disk, if any
+        self.world = distributed.world_from_env()  # rank and world size under torchrun
+        self.writer = state.Writer(os.path.abspath(spec.output_dir))  # background state writes
 
     # ---------------------------------------------------------------- setup
     @phase("loading")
@@ -51,6 +57,9 @@ class Trainer:
         if want == "cuda" and not torch.cuda.is_available():
             raise JobError("invalid_hyperparameters", "device cuda requested but CUDA is not available", "device")
         self.device = torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":  # one GPU per rank, of those the runner made visible
+            self.device = torch.device("cuda", self.world.local_rank)
+        distributed.init(self.world, self.device.type)
         cuda = self.device.type == "cuda"
         self.amp = self._compute_dtype(spec.precision)
         # LoRA: frozen base stored in the compute dtype. Full: float32 master weights + autocast.
@@ -61,7 +70,7 @@ class Trainer:
         try:
             _, cfg = checkpoint.read_config(spec.model_dir)
             files = checkpoint.weight_files(spec.model_dir)
-            too_large = checkpoint.check_fits(checkpoint.param_count(files), hp.lora, store, self.device)
+            too_large = distributed.check_fits(checkpoint.param_count(files), hp.lora, store, self.device, self.world)
             if too_large:
                 raise JobError("model_too_large", too_large)
         except checkpoint.ModelError as e:
@@ -85,6 +94,8 @@ class Trainer:
                 checkpoint.load_adapter(self.model, spec.init_adapter, hp.lora_r, hp.lora_alpha)
             except checkpoint.ModelError as e:
                 raise JobError("invalid_model", str(e)) from None
+        # what a step calls (DDP / FSDP2 under torchrun); its parameters are the model's (sharded by FSDP2)
+        self.net = distributed.wrap(self.model, batch_stats, hp.lora, self.world, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.weight_max = min(torch.finfo(p.dtype).max for p in self.params)  # largest trainable value
         self.model.train()
@@ -146,15 +157,10 @@ class Trainer:
             if os.path.isdir(os.path.join(self.spec.output_dir, "state")):
                 log("saved state belongs to a different job configuration; starting over", "warn")
             return
-        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                if n in names:
-                    p.copy_(payload["trainable"][n])
-        self.opt.load_state_dict(payload["optimizer"])
+        distributed.load_state(self.model, self.net, self.opt, payload)
         self.step, self.micro, self.last = payload["step"], payload["micro"], payload["last"]
         state.set_rng_state(payload["rng"])
-        self.saved_step = self.step
+        self.saved_step = self.writer.step = self.step
         log(f"resumed from step {self.step}")
 
     # ---------------------------------------------------------------- steps
@@ -167,26 +173,36 @@ class Trainer:
         """(Σ CE, Σ correct) over the loss tokens of `rows`; gradients flow when grad is enabled."""
         b = data.collate(split, rows, self.pad_multiple).to(self.device)
         with self.autocast():
-            h = self.model(b.tokens, b.pos, b.doc)
-            h = h.reshape(-1, h.shape[-1]).index_select(0, b.loss_idx)  # loss rows only reach lm_head
-            y = b.targets.view(-1).index_select(0, b.loss_idx)
-            return linear_cross_entropy(h, self.model.lm_head.weight, y)
+            return self.net(b)  # batch_stats, through DDP/FSDP2 when there are several ranks
 
     def accumulate(self, rows: list[int]) -> tuple[float, float, int]:
-        """Backward over all micro-batches of a step; grads = d(Σ CE / n_loss). Returns sums."""
+        """Backward over all micro-batches of a step; grads = d(Σ CE / n_loss). Returns sums.
+        With several ranks each takes its share of the same plan (distributed.my_share); None is a
+        zero-weight stand-in, so every rank runs as many passes (and collectives) as the others."""
         n_loss = sum(self.train_split.row_loss[r] for r in rows)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for mb in data.micro_batches(self.train_split, rows, self.micro):
-            if self.stop:
+        plan = data.micro_batches(self.train_split, rows, self.micro)
+        share = distributed.my_share(plan, self.world)
+        for i, mb in enumerate(share if n_loss else []):  # no loss tokens in the step: no pass at all
+            if self._stopping():
                 raise Stop()
-            if sum(self.train_split.row_loss[r] for r in mb) == 0:
+            if self.world.size == 1 and sum(self.train_split.row_loss[r] for r in mb) == 0:
                 continue  # no loss tokens: contributes nothing to loss or gradient
-            ls, c = self.forward_stats(self.train_split, mb)
-            (ls / n_loss).backward()
-            loss += ls.detach()
-            correct += c
-        return float(loss), float(correct), n_loss
+            with distributed.no_sync(self.net, last=i == len(share) - 1):
+                ls, c = self.forward_stats(self.train_split, mb if mb is not None else plan[0])
+                (ls / n_loss if mb is not None else ls * 0.0).backward()
+            if mb is not None:
+                loss += ls.detach()
+                correct += c
+        loss_sum, correct_sum = distributed.all_sum([float(loss), float(correct)], self.device, self.world)
+        return loss_sum, correct_sum, n_loss
+
+    def _stopping(self) -> bool:
+        """SIGTERM seen (by any rank: they all stop at the same micro-batch, or collectives would hang)."""
+        if self.world.size == 1:
+            return self.stop
+        return distributed.all_sum([float(self.stop)], self.device, self.world)[0] > 0
 
     @first_call_phase("the first step")  # torch.compile, CUDA kernels
     def train_step(self, rows: list[int]) -> dict:
@@ -209,7 +225,7 @@ class Trainer:
             n = self.step + 1
             if not math.isfinite(loss):
                 raise diverged(n, "the loss is not finite", self.hp)
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
+            norm = float(distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm)))
             if not math.isfinite(norm):
                 raise diverged(n, "the gradient norm is not finite", self.hp)
             dtype = str(self.params[0].dtype).replace("torch.", "")
@@ -269,10 +285,13 @@ class Trainer:
         self.model.eval()
         try:
             loss, correct, n = 0.0, 0.0, 0
-            for mb in data.micro_batches(split, rows, self.micro):
-                ls, c = self.forward_stats(split, mb)
-                loss, correct = loss + float(ls), correct + float(c)
-                n += sum(split.row_loss[r] for r in mb)
+            plan = data.micro_batches(split, rows, self.micro)
+            for mb in distributed.my_share(plan, self.world):  # None: a stand-in pass (FSDP2 gathers)
+                ls, c = self.forward_stats(split, mb if mb is not None else plan[0])
+                if mb is not None:
+                    loss, correct = loss + float(ls), correct + float(c)
+                    n += sum(split.row_loss[r] for r in mb)
+            loss, correct, n = distributed.all_sum([loss, correct, n], self.device, self.world)
         finally:
             self.model.train()
         return (loss / n, correct / n) if n else (None, None)
@@ -289,12 +308,15 @@ class Trainer:
             dtype=str(self.amp or torch.float32).replace("torch.", ""),
             trainable_params=sum(p.numel() for p in self.params),
             total_params=sum(p.numel() for p in self.model.parameters()),
+            world_size=self.world.size,
+            # what a SIGTERM costs: the runner waits this long (plus a margin) before SIGKILL
+            stop_s=round(self.writer.estimate_s(self._state_bytes()), 1),
         )
         last_save = time.time()
         order: list[int] = []
         order_epoch = -1
         while self.step < self.total_steps:
-            if self.stop:
+            if self._stopping():
                 return self._stopped()
             epoch, k = divmod(self.step, self.steps_per_epoch)
             if order_epoch != epoch:  # the order depends on the epoch only: not one randperm per step
@@ -310,23 +332,57 @@ class Trainer:
             self.last, self.last_rows = m, rows
             emit("metrics", step=self.step, total_steps=self.total_steps, epoch=epoch + 1, **m)
             if self.step % self.steps_per_epoch == 0:
-                check_finite(self.params, self.step, self.hp)
+                self._check_finite()
                 self.save_checkpoint(epoch + 1)
                 self.save_state()
                 last_save = time.time()
-            elif time.time() - last_save > STATE_EVERY_S:
-                check_finite(self.params, self.step, self.hp)
+            elif distributed.any_rank(time.time() - last_save > STATE_EVERY_S, self.device, self.world):
+                self._check_finite()
                 self.save_state()
                 last_save = time.time()
+        self.writer.wait()  # the last state is on disk before `finished`
         emit("finished", step=self.step, status="succeeded")
         return 0
 
+    def _check_finite(self) -> None:
+        if self.world.size == 1:
+            return check_finite(self.params, self.step, self.hp)
+        local = [distributed.local(p) for p in self.params]  # FSDP2: this rank's shard of each
+        ok = all(bool(torch.isfinite(p).all()) for p in local)
+        if distributed.any_rank(not ok, self.device, self.world):
+            check_finite([torch.tensor(float("nan"))], self.step, self.hp)  # the same error on every rank
+
+    def _state_bytes(self) -> int:
+        """Bytes of a resumable state: trainable weights and AdamW's two moments, in float32."""
+        return sum(p.numel() for p in self.params) * 12
+
     def _stopped(self) -> int:
-        if self.saved_step == self.step:  # stopped before any new step: the state on disk is current
-            emit("state_saved", step=self.step, dir=os.path.join(os.path.abspath(self.spec.output_dir), "state"))
-        else:
-            self.save_state()
-        emit("finished", step=self.step, status="stopped")
+        """SIGTERM: this step's state if writing it fits the runner's grace (OPENTUNE_STOP_GRACE_S),
+        else the last whole state stays (a write in flight is finished if it fits, else given up)
+        and the job resumes from its step, trained again bit for bit."""
+        d = os.path.join(os.path.abspath(self.spec.output_dir), "state")
+        w = self.writer
+        if self.saved_step != self.step:
+            need = w.estimate_s(self._state_bytes())
+            fits = w.step is None or need <= STOP_BUDGET_S  # nothing on disk yet: nothing to lose
+            if distributed.any_rank(self.world.main and fits, self.device, self.world):
+                w.abort()  # an older step's write: this one replaces it
+                self.save_state(wait=True)
+                emit("finished", step=self.step, status="stopped")
+                return 3
+            if w.writing is not None and w.remaining_s() <= STOP_BUDGET_S:
+                w.wait()
+            else:
+                w.abort()
+            log(
+                f"stopping at step {self.step}: writing its state would take about {need:.0f} s, more than the "
+                f"{STOP_BUDGET_S:g} s the runner waits; the job resumes from the state of step {w.step}",
+                "warn",
+            )
+        w.wait()
+        step = self.step if self.saved_step == self.step else w.step
+        emit("state_saved", step=step, dir=d)
+        emit("finished", step=step, status="stopped")
         return 3
 
     @phase("validating and writing a checkpoint")
@@ -375,11 +431,12 @@ class Trainer:
         emit("checkpoint", **fields)
 
     @phase("writing resumable state")
-    def save_state(self) -> None:
-        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+    def save_state(self, wait: bool = False) -> None:
+        """A CPU copy now (gathered from every rank under FSDP2); rank 0 writes it on a background
+        thread (state.Writer) and prints `state_saved` once it is whole, unless `wait`."""
         payload = {
-            "trainable": trainable,
-            "optimizer": self.opt.state_dict(),
+            "trainable": distributed.trainable_state(self.model, self.net),
+            "optimizer": distributed.optimizer_state(self.model, self.opt),
             "step": self.step,
             "micro": self.micro,
             "last": self.last,
@@ -394,16 +451,34 @@ class Trainer:
             "seed": self.spec.seed,
             "job_id": self.spec.job_id,
         }
-        d = state.save(os.path.abspath(self.spec.output_dir), payload, info)
         self.saved_step = self.step
-        emit("state_saved", step=self.step, dir=d)
+        if not self.world.main:
+            return
+
+        def done(d: str, seconds: float) -> None:
+            emit("state_saved", step=info["step"], dir=d, seconds=round(seconds, 3))
+
+        self.writer.submit(payload, info, done)
+        if wait:
+            self.writer.wait()
 
     def request_stop(self, *_args) -> None:
         self.stop = True
 
 
+def batch_stats(model: torch.nn.Module, b: data.Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ CE, Σ correct) of a batch's loss tokens: the forward of distributed.WithLoss."""
+    h = model(b.tokens, b.pos, b.doc)
+    h = h.reshape(-1, h.shape[-1]).index_select(0, b.loss_idx)  # loss rows only reach lm_head
+    y = b.targets.view(-1).index_select(0, b.loss_idx)
+    return linear_cross_entropy(h, model.lm_head.weight, y)
+
+
 def run(spec: Spec) -> int:
     trainer = Trainer(spec)
     signal.signal(signal.SIGTERM, trainer.request_stop)
-    trainer.setup()
-    return trainer.train()
+    try:
+        trainer.setup()
+        return trainer.train()
+    finally:
+        distributed.close()
