@@ -23,6 +23,7 @@ import { modelsRoutes } from './models/models.routes.js'
 import { EngineWorker } from './inference/engine-worker.js'
 import { inferenceRoutes } from './inference/inference.routes.js'
 import { makeVllmBackend } from './inference/vllm.js'
+import { webhooksRoutes } from './webhooks/webhooks.routes.js'
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
@@ -99,6 +100,7 @@ export async function buildApp (ctx: AppContext, opts: BuildOptions = {}): Promi
     await api.register(modelsRoutes, { ctx })
     await api.register(inferenceRoutes, { ctx, engine, vllm })
     await api.register(deploymentsRoutes, { ctx, checkDeployable: opts.checkDeployable ?? vllm?.checkDeployable })
+    await api.register(webhooksRoutes, { ctx })
   })
   return app
 }

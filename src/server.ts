@@ -6,11 +6,13 @@ import type { Config } from './config.js'
 import { openContext, type AppContext } from './context.js'
 import { existingFileIds } from './files/files.store.js'
 import { Runner } from './runner/runner.js'
+import { WebhookDelivery } from './webhooks/delivery.js'
 
 export interface Service {
   app: FastifyInstance
   ctx: AppContext
   runner: Runner | null
+  webhooks: WebhookDelivery | null
   url: string
   close: () => Promise<void>
 }
@@ -31,6 +33,9 @@ export async function startService (config: Readonly<Config>): Promise<Service> 
   const url = await app.listen({ host: config.host, port: config.port })
   const runner = config.runner && config.maxConcurrentJobs > 0 ? new Runner(ctx, { log: app.log }) : null
   runner?.start()
+  // webhooks of jobs that ended are sent from the outbox, those a previous process left first
+  const webhooks = config.webhooks.deliver ? new WebhookDelivery(ctx, { log: app.log }) : null
+  webhooks?.start()
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
@@ -42,11 +47,12 @@ export async function startService (config: Readonly<Config>): Promise<Service> 
       const cutOff = setTimeout(() => { app.server.closeAllConnections() }, config.shutdownGraceSeconds * 1000)
       try { await app.close() } finally { clearTimeout(cutOff) }
       await stopping
+      await webhooks?.stop()
       await ctx.store.close()
     })()
     return closing
   }
-  return { app, ctx, runner, url, close }
+  return { app, ctx, runner, webhooks, url, close }
 }
 
 /** The runner alone, for machines that train for an API elsewhere (same database and data dir). */
@@ -60,7 +66,7 @@ export async function startRunnerOnly (config: Readonly<Config>): Promise<Servic
     closing ??= (async () => { await runner.stop(); await app.close(); await ctx.store.close() })()
     return closing
   }
-  return { app, ctx, runner, url: '', close }
+  return { app, ctx, runner, webhooks: null, url: '', close }
 }
 
 // Synchronous faults leave the process where running JS listeners is unsafe (Node's docs on
