@@ -177,7 +177,7 @@ async function backendPids (db: Kysely<Database>, appName: string): Promise<numb
 
 // ---- load ------------------------------------------------------------------------------------
 
-interface Latency { p50: number, p99: number, rps: number, errors: number }
+interface Latency { p50: number, p99: number, rps: number, requests: number, errors: number }
 type Endpoint = 'checkpoint' | 'jobs' | 'events'
 
 async function measureApi (
@@ -190,11 +190,14 @@ async function measureApi (
   const entries = await Promise.all(Object.entries(paths).map(async ([name, path]) => {
     const r = await autocannon({ url: `${base}${path}`, connections: CONNECTIONS, duration, overallRate: RATE, headers })
     const errors = r.errors + r.non2xx + r.timeouts
-    const latency: Latency = { p50: r.latency.p50, p99: r.latency.p99, rps: r.requests.average, errors }
+    const { p50, p99 } = r.latency
+    const latency: Latency = { p50, p99, rps: r.requests.average, requests: r.requests.total, errors }
     return [name, latency] as const
   }))
   return Object.fromEntries(entries) as Record<Endpoint, Latency>
 }
+
+const requestsOf = (m: Record<Endpoint, Latency>) => Object.values(m).reduce((n, l) => n + l.requests, 0)
 
 /** At most `limit` of fn at a time over items. */
 async function inBatches<T, R> (items: T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
@@ -226,6 +229,7 @@ interface Level {
   loaded: Record<Endpoint, Latency>
   cpu: { api: number, runners: number, trainers: number, postgres: number, machine: number } // cores
   elu: { api: number, runnerMax: number }
+  apiCpuMsPerRequest: { baseline: number, loaded: number }
   steps: number
   growth: Map<string, number> // bytes per table since before the jobs
 }
@@ -235,6 +239,7 @@ async function runLevel (work: string, jobs: number): Promise<Level> {
   const schema = `bench_cp_${tag}_${jobs}`
   const appName = `opentune-bench-${tag}`
   const dir = join(work, String(jobs))
+  current = { schema, dir }
   mkdirSync(join(dir, 'models', 'bench'), { recursive: true })
   symlinkSync(join(ROOT, 'models', 'opentune', 'tiny-llama'), join(dir, 'models', MODEL))
   const env = {
@@ -285,7 +290,9 @@ async function runLevel (work: string, jobs: number): Promise<Level> {
       events: `/v1/fine_tuning/jobs/${probe.id}/events?limit=20`,
     }
     await measureApi(base, key, paths, 3) // warm-up (the JIT, the pools), not counted
+    const apiTicks0 = ticksOf(api.pid)
     const baseline = await measureApi(base, key, paths)
+    const apiBaseMs = ((ticksOf(api.pid) ?? NaN) - (apiTicks0 ?? NaN)) * 1000 / CLOCK_TICKS / requestsOf(baseline)
 
     const sizes0 = await tableSizes(db, schema)
     const rows0 = await counts(db, schema)
@@ -363,15 +370,15 @@ async function runLevel (work: string, jobs: number): Promise<Level> {
       loaded,
       cpu,
       elu: { api: apiStats?.elu ?? NaN, runnerMax: Math.max(...runnerStats.map(s => s.elu)) },
+      apiCpuMsPerRequest: { baseline: apiBaseMs, loaded: cpu.api * windowS * 1000 / requestsOf(loaded) },
       steps: rows1.metrics - rows0.metrics,
       growth: new Map([...sizes1].map(([t, b]) => [t, b - (sizes0.get(t) ?? 0)])),
     }
   } finally {
+    current = null
     await store?.close()
     await Promise.all(children.map(async c => await c.close()))
-    const admin = new pg.Client({ connectionString: POSTGRES_URL })
-    await admin.connect()
-    try { await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`) } finally { await admin.end() }
+    await dropSchema(schema)
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -394,9 +401,13 @@ function report (levels: Level[]): void {
       round(l.rows.jobUpdates), round(l.cancelS)])))
   console.log('\n## CPU while loaded (cores; the machine has ' + `${cpus().length}) and event-loop use (share of time busy)\n`)
   console.log(table(
-    ['jobs', 'API', 'runners (all)', 'trainer doubles', 'PostgreSQL backends', 'machine busy', 'API event loop', 'busiest runner event loop'],
+    ['jobs', 'API', 'runners (all)', 'trainer doubles', 'PostgreSQL backends', 'machine busy', 'API event loop',
+      'busiest runner event loop', 'runner CPU ms/step', 'PostgreSQL CPU ms/step', 'API CPU ms/request (base)'],
     levels.map(l => [l.jobs, round(l.cpu.api, 2), round(l.cpu.runners, 2), round(l.cpu.trainers, 2),
-      round(l.cpu.postgres, 2), round(l.cpu.machine, 2), `${round(100 * l.elu.api, 0)} %`, `${round(100 * l.elu.runnerMax, 0)} %`])))
+      round(l.cpu.postgres, 2), round(l.cpu.machine, 2), `${round(100 * l.elu.api, 0)} %`,
+      `${round(100 * l.elu.runnerMax, 0)} %`, round(l.cpu.runners * 1000 / l.rows.metrics, 2),
+      round(l.cpu.postgres * 1000 / l.rows.metrics, 2),
+      `${round(l.apiCpuMsPerRequest.loaded, 2)} (${round(l.apiCpuMsPerRequest.baseline, 2)})`])))
   console.log(`\n## API latency, ms (${RATE} req/s to each endpoint at once, ${CONNECTIONS} connections; baseline: same level, no job running)\n`)
   const endpoints: Endpoint[] = ['checkpoint', 'jobs', 'events']
   console.log(table(
@@ -421,6 +432,21 @@ function report (levels: Level[]): void {
       const total = tables.reduce((s, t) => s + (l.growth.get(t) ?? 0), 0)
       return [l.jobs, l.steps, ...tables.map(t => per(l.growth.get(t) ?? 0)), per(total)]
     })))
+}
+
+async function dropSchema (schema: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  await admin.connect()
+  try { await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`) } finally { await admin.end() }
+}
+
+// The level in progress, dropped on Ctrl-C too (its processes end as their IPC channel closes).
+let current: { schema: string, dir: string } | null = null
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    const level = current
+    void (level ? dropSchema(level.schema).catch(() => {}) : Promise.resolve()).finally(() => process.exit(130))
+  })
 }
 
 async function main (): Promise<void> {
