@@ -1,9 +1,9 @@
 """Token shards in (format: docs/trainer-protocol.md §1), batches out.
 
 A split is held in memory as flat int32 tensors plus per-row offsets and document lengths. A batch
-pads rows to a common length (pad targets are -100, so they carry no loss) and carries, per
-position, the RoPE position (restarting at 0 per document) and, when any row packs more than one
-document, the document index that the attention mask is built from.
+lays its rows end to end in one row, without padding, and carries, per position, the RoPE position
+(restarting at 0 per document) and the documents' lengths, which attention keeps apart (attention.py).
+Which rows form a micro-batch is batching.py's plan, by a token budget.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+from . import batching
 
 IGNORE = -100
 
@@ -95,41 +97,40 @@ class Split:
 
 @dataclass
 class Batch:
-    tokens: torch.Tensor  # [B, T] int64
-    targets: torch.Tensor  # [B, T] int64, -100 where no loss
-    pos: torch.Tensor  # [B, T] RoPE positions, 0 at each document start
-    doc: torch.Tensor | None  # [B, T] document index, None when every row is one document
-    loss_idx: torch.Tensor  # flat indices (into B·T) of the loss positions
+    """A micro-batch laid end to end as one row: no padding between rows, none inside them."""
+
+    tokens: torch.Tensor  # [1, N] int64
+    targets: torch.Tensor  # [1, N] int64, -100 where no loss
+    pos: torch.Tensor  # [1, N] RoPE positions, 0 at each document start
+    doc: list[int] | None  # lengths of the documents end to end (sum N); None when there is only one
+    loss_idx: torch.Tensor  # flat indices (into N) of the loss positions
 
     def to(self, device) -> Batch:
         def mv(t):
-            return None if t is None else t.to(device, non_blocking=True)
+            return t.to(device, non_blocking=True)
 
-        return Batch(mv(self.tokens), mv(self.targets), mv(self.pos), mv(self.doc), mv(self.loss_idx))
+        return Batch(mv(self.tokens), mv(self.targets), mv(self.pos), self.doc, mv(self.loss_idx))
 
 
 def collate(split: Split, rows: list[int], pad_multiple: int = 1) -> Batch:
-    T = max(split.row_len[r] for r in rows)
-    T = -(-T // pad_multiple) * pad_multiple  # fixed-ish shapes keep torch.compile from recompiling
-    B = len(rows)
-    tokens = torch.zeros(B, T, dtype=torch.long)
-    targets = torch.full((B, T), IGNORE, dtype=torch.long)
-    pos = torch.zeros(B, T, dtype=torch.long)
-    doc = torch.zeros(B, T, dtype=torch.long)
-    packed = False
-    for b, r in enumerate(rows):
-        s, n = int(split.start[r]), split.row_len[r]
-        tokens[b, :n] = split.tokens[s : s + n]
-        targets[b, :n] = split.targets[s : s + n]
-        # per row, not per document: a packed 8k row holds ~100 documents (6 ms a batch as a loop)
-        lens = torch.tensor(split.docs[r], dtype=torch.long)
-        which = torch.repeat_interleave(torch.arange(len(lens)), lens)
-        pos[b, :n] = torch.arange(n) - (lens.cumsum(0) - lens)[which]  # restart at 0 per document
-        doc[b, :n] = which
-        doc[b, n:] = len(lens)  # padding: its own "document", never seen by real tokens
-        packed |= len(lens) > 1
-    loss_idx = (targets.view(-1) != IGNORE).nonzero().view(-1)
-    return Batch(tokens, targets, pos, doc if packed else None, loss_idx)
+    """The rows' documents end to end in one row of N tokens (rounded up to `pad_multiple` by a
+    trailing padding document without loss), for attention per document (attention.py)."""
+    n = sum(split.row_len[r] for r in rows)
+    N = -(-n // pad_multiple) * pad_multiple
+    lengths = [d for r in rows for d in split.docs[r]] + ([N - n] if N > n else [])
+    tokens = torch.zeros(N, dtype=torch.long)
+    targets = torch.full((N,), IGNORE, dtype=torch.long)
+    at = 0
+    for r in rows:
+        s, k = int(split.start[r]), split.row_len[r]
+        tokens[at : at + k] = split.tokens[s : s + k]
+        targets[at : at + k] = split.targets[s : s + k]
+        at += k
+    lens = torch.tensor(lengths, dtype=torch.long)
+    starts = lens.cumsum(0) - lens
+    pos = torch.arange(N) - torch.repeat_interleave(starts, lens)  # restart at 0 per document
+    loss_idx = (targets != IGNORE).nonzero().view(-1)
+    return Batch(tokens[None], targets[None], pos[None], lengths if len(lengths) > 1 else None, loss_idx)
 
 
 def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
@@ -139,10 +140,11 @@ def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n_rows, generator=g).tolist()
 
 
-def micro_batches(split: Split, rows: list[int], size: int) -> list[list[int]]:
-    """Split a step's rows into groups of ≤ size rows; longest first so groups pad little."""
-    rows = sorted(rows, key=lambda r: -split.row_len[r])
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
+def micro_batches(split: Split, rows: list[int], token_budget: int) -> list[list[int]]:
+    """A step's rows as micro-batches of at most `token_budget` tokens laid end to end, in data order
+    (batching.plan_micro_batches; a row longer than the budget goes alone)."""
+    plan = batching.plan_micro_batches([split.row_len[r] for r in rows], token_budget)
+    return [[rows[i] for i in mb] for mb in plan]
 
 
 def valid_sample(n_rows: int, k: int, seed: int) -> list[int]:

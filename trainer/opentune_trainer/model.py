@@ -21,7 +21,14 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from . import attention
+from .numerics import is_oom
+from .protocol import log
 from .support import SLIDING_WINDOW_TYPES, check_supported
+
+try:
+    import torch._dynamo
+except ImportError:  # torch 1.13 (Debian's fallback): no torch.compile
+    pass
 
 
 @dataclass
@@ -135,8 +142,10 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
+        self.window = cfg.sliding_window
 
-    def forward(self, x, cos, sin, mask):
+    def qkv(self, x, cos, sin):
+        """q [B, H, T, hd], k/v [B, KV, T, hd], RoPE applied."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
@@ -149,8 +158,14 @@ class Attention(nn.Module):
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        y = attention.attend(q, k, v, mask)
+        return q, k, v
+
+    def out(self, y: torch.Tensor) -> torch.Tensor:
+        B, _, T, _ = y.shape
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+    def forward(self, x, cos, sin, docs: attention.Docs | None):
+        return self.out(attention.attend(*self.qkv(x, cos, sin), docs, self.window))
 
 
 class MLP(nn.Module):
@@ -172,9 +187,18 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    # The two halves around attention, what torch.compile fuses (compile_blocks); attention itself
+    # runs between them, eager: its kernel is one call, and a packed row's document lengths vary.
+    def pre(self, x, cos, sin):
+        return self.self_attn.qkv(self.input_layernorm(x), cos, sin)
+
+    def post(self, x, y):
+        x = x + self.self_attn.out(y)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward(self, x, cos, sin, docs: attention.Docs | None):
+        q, k, v = _run(self, "pre", x, cos, sin)
+        return _run(self, "post", x, attention.attend(q, k, v, docs, self.self_attn.window))
 
 
 class Decoder(nn.Module):
@@ -194,7 +218,19 @@ class LlamaForCausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.inv_freq = rope_inv_freq(cfg)  # plain attribute: stays float32 whatever .to(dtype) does
-        self.checkpointing = False  # activation checkpointing per block (only when memory needs it)
+        # activation checkpointing of every k-th block (0: none, 1: all), the memory plan's choice
+        # (batching.py) before out-of-memory errors raise it
+        self.checkpoint_every = 0
+        self.compiled: Compiled | None = None  # compile_blocks
+
+    @property
+    def checkpointing(self) -> bool:
+        """Every block checkpointed (the last resort before out_of_memory)."""
+        return self.checkpoint_every == 1
+
+    @checkpointing.setter
+    def checkpointing(self, on: bool) -> None:
+        self.checkpoint_every = 1 if on else 0
 
     def rope(self, pos: torch.Tensor, dtype: torch.dtype):
         if self.inv_freq.device != pos.device:
@@ -204,48 +240,97 @@ class LlamaForCausalLM(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(
-        self, tokens: torch.Tensor, pos: torch.Tensor | None = None, doc: torch.Tensor | None = None
+        self, tokens: torch.Tensor, pos: torch.Tensor | None = None, doc: torch.Tensor | list[int] | None = None
     ) -> torch.Tensor:
-        """Final hidden states [B, T, hidden] (after the last norm, before lm_head)."""
+        """Final hidden states [B, T, hidden] (after the last norm, before lm_head).
+
+        `doc`: None when each row is one document; the lengths of the documents laid end to end in
+        a single row (B = 1: what data.collate gives); or a [B, T] tensor of document ids, whose
+        rows are then laid end to end as one row for attention (the same result)."""
         B, T = tokens.shape
         if pos is None:
             pos = torch.arange(T, device=tokens.device).expand(B, T)
+        lengths = None
+        if doc is not None:
+            lengths = doc if isinstance(doc, list) else attention.doc_lengths(doc)
+            tokens, pos = tokens.reshape(1, B * T), pos.reshape(1, B * T)
         x = self.model.embed_tokens(tokens)
         dtype = autocast_dtype(x.device.type) or x.dtype  # cos/sin in the compute dtype, as HF does
         cos, sin = self.rope(pos, dtype)
-        mask = attention.make_mask(doc, T, self.config.sliding_window, tokens.device)
-        for block in self.model.layers:
-            if self.checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+        docs = attention.pack_layout(lengths, self.config.sliding_window, x.device, dtype) if lengths else None
+        if self.compiled is not None:  # one graph whatever the length: no recompile per micro-batch
+            for t in (x, cos, sin):
+                torch._dynamo.maybe_mark_dynamic(t, 1)
+        k = self.checkpoint_every if self.training else 0
+        for i, block in enumerate(self.model.layers):
+            if k and i % k == 0:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, docs, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask)
-        return self.model.norm(x)
+                x = block(x, cos, sin, docs)
+        return self.model.norm(x).view(B, T, -1)
 
     def logits(self, tokens, pos=None, doc=None) -> torch.Tensor:
         return self.lm_head(self(tokens, pos, doc)).float()
 
 
-def compile_blocks(model: LlamaForCausalLM, backend="inductor") -> bool:
-    """torch.compile each decoder block in place (names unchanged); False where unavailable.
-    Per block, not the whole model: one small graph reused by every layer compiles fast and
-    leaves the chunked loss and the Python step loop alone."""
-    if not hasattr(nn.Module, "compile"):  # torch < 2.2
-        return False
-    import torch._dynamo
+def _run(block: Block, half: str, *args):
+    compiled = getattr(block, "compiled", None)
+    return compiled(block, half, *args) if compiled is not None else getattr(block, half)(*args)
 
+
+def _pre(block: Block, x, cos, sin):
+    return block.pre(x, cos, sin)
+
+
+def _post(block: Block, x, y):
+    return block.post(x, y)
+
+
+class Compiled:
+    """The two halves of a block under torch.compile, one function shared by every block (so one
+    graph per shape family, not one per layer). A failure to compile is never silent: the first one
+    is reported (a `warn` log line) and the model runs eager from then on."""
+
+    def __init__(self, backend):
+        self.fns = {"pre": torch.compile(_pre, backend=backend), "post": torch.compile(_post, backend=backend)}
+        self.failed: str | None = None
+
+    def __call__(self, block: Block, half: str, *args):
+        if self.failed is None:
+            try:
+                return self.fns[half](block, *args)
+            except Exception as e:  # noqa: BLE001 - any compiler error; out of memory is the caller's
+                if is_oom(e):
+                    raise
+                self.failed = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                log(f"torch.compile failed, training continues without it (slower): {self.failed}", "warn")
+        return getattr(block, half)(*args)
+
+
+def compile_blocks(model: LlamaForCausalLM, backend="inductor") -> bool:
+    """torch.compile the decoder blocks' halves around attention (names unchanged); False where
+    unavailable. Per block, not the whole model: one small graph reused by every layer compiles
+    fast and leaves attention, the chunked loss and the Python step loop alone. Compiling happens
+    lazily, at the first step; recompiles and graph breaks are counted (compile_stats)."""
+    if not hasattr(torch, "compile") or not hasattr(torch._dynamo, "maybe_mark_dynamic"):  # torch < 2.2
+        return False
     cfg = torch._dynamo.config
-    # compiling happens lazily, at the first step: a machine without Triton or a C compiler, or
-    # an Inductor bug, must cost speed (eager, a warning on stderr), not the job
-    cfg.suppress_errors = True
-    # torch < 2.5 guards on each block's identity: one cache entry per layer (and per train/eval,
-    # mask/no mask), so lift the default limits or the deeper layers silently fall back to eager
-    n = 8 * len(model.model.layers)
+    cfg.suppress_errors = False  # a compiler failure reaches Compiled, which reports it
+    n = 8 * len(model.model.layers)  # train/eval, checkpointed or not, per half
     cfg.cache_size_limit = max(cfg.cache_size_limit, n)
     if hasattr(cfg, "accumulated_cache_size_limit"):
         cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, n)
+    model.compiled = Compiled(backend)
     for block in model.model.layers:
-        block.compile(backend=backend)
+        object.__setattr__(block, "compiled", model.compiled)  # a plain attribute, not a submodule
     return True
+
+
+def compile_stats() -> dict[str, int]:
+    """Graphs compiled and graph breaks so far in this process (torch._dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": sum(counters["graph_break"].values())}
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:

@@ -107,7 +107,7 @@ def test_qwen3_full_fine_tune_under_bf16_gives_attention_one_dtype(monkeypatch):
         torch.nn.init.normal_(p, 0.0, 0.02)
     seen, real = [], attention.attend
     monkeypatch.setattr(
-        attention, "attend", lambda q, k, v, mask: seen.append((q.dtype, k.dtype, v.dtype)) or real(q, k, v, mask)
+        attention, "attend", lambda q, k, v, *a: seen.append((q.dtype, k.dtype, v.dtype)) or real(q, k, v, *a)
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randint(0, 64, (1, 8)))
