@@ -7,6 +7,7 @@
 //   opentune keys revoke <prefix>
 //   opentune migrate
 //   opentune doctor                           (what the trainer will run on: torch, GPUs, kernels)
+//   opentune webhooks add|list|remove --project <name>   (webhook endpoints; add prints the secret last)
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
 import { dataCheckCommand } from './data/check-command.js'
@@ -16,6 +17,7 @@ import { openStore } from './db/connect.js'
 import { createKey, ensureProject, listKeys, revokeKeys } from './projects/keys.store.js'
 import { formatReport, trainerReport } from './runner/doctor.js'
 import { closeOnSignals, startRunnerOnly, startService } from './server.js'
+import { WEBHOOKS_USAGE, webhooksCommand } from './webhooks/webhooks-command.js'
 
 const USAGE = `usage:
   opentune serve                           run the API (and training) service
@@ -25,7 +27,8 @@ const USAGE = `usage:
   opentune keys list                       list keys (prefixes only)
   opentune keys revoke <prefix>            revoke keys starting with <prefix>
   opentune migrate                         create or update the database schema
-  opentune doctor                          show what the trainer runs on (Python, torch, CUDA devices, kernels)`
+  opentune doctor                          show what the trainer runs on (Python, torch, CUDA devices, kernels)
+${WEBHOOKS_USAGE}`
 
 const PROJECT_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
 
@@ -54,6 +57,8 @@ async function main (argv: string[]): Promise<number> {
     }
     case 'keys':
       return await keysCommand(config, sub, rest)
+    case 'webhooks':
+      return await webhooksCommand(config, sub, rest)
     case 'doctor': {
       const report = await trainerReport(config)
       for (const line of formatReport(config, report)) console.log(line)

@@ -14,6 +14,10 @@ export type NewDelivery = Omit<Insertable<WebhookDeliveryTable>, 'seq'>
 const decodeEndpoint = (row: Selectable<WebhookEndpointTable>): EndpointRow =>
   ({ ...row, events: JSON.parse(row.events) as WebhookEventType[] })
 
+export async function projectIdByName (db: Kysely<Database>, name: string): Promise<string | undefined> {
+  return (await db.selectFrom('projects').select('id').where('name', '=', name).executeTakeFirst())?.id
+}
+
 export async function insertEndpoint (db: Kysely<Database>, row: NewEndpoint): Promise<EndpointRow> {
   const saved = await db.insertInto('webhook_endpoints').values({ ...row, events: JSON.stringify(row.events) })
     .returningAll().executeTakeFirstOrThrow()
