@@ -176,13 +176,16 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, r: int, alpha: float)
             p.copy_(given[n])
 
 
-def save_full(out: str, model: LlamaForCausalLM, model_dir: str, shard_bytes: int = SHARD_BYTES) -> list[str]:
-    """HF folder: model.safetensors (or shards + index) in the base's dtype, plus config/tokenizer."""
+def save_full(
+    out: str, model: LlamaForCausalLM, model_dir: str, shard_bytes: int = SHARD_BYTES, state_dict: dict | None = None
+) -> list[str]:
+    """HF folder: model.safetensors (or shards + index) in the base's dtype, plus config/tokenizer.
+    `state_dict`: the weights when the module does not hold them whole (FSDP2 shards, gathered)."""
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     dtype = getattr(torch, model.config.torch_dtype, torch.float32)
-    sd = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to("cpu", dtype) for k, v in (state_dict or model.state_dict()).items()}
     if model.config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)  # HF omits the tied copy
     _write_shards(tmp, sd, shard_bytes)

@@ -12,8 +12,8 @@ What stays the same whatever the world size W (docs/trainer-protocol.md §6):
   backward);
 - the loss: each micro-batch backpropagates Σ CE / (the step's loss tokens, which every rank
   counts from the data alone), and gradients are *summed* across ranks (DDP and FSDP2 average by
-  default: a sum hook, a divide factor of 1), so the gradient is one process's, up to float
-  rounding; the step's Σ CE and Σ correct are all-reduced before they are reported;
+  default: DDP gets a sum hook, FSDP2 a loss scaled by W), so the gradient is one process's, up to
+  float rounding; the step's Σ CE and Σ correct are all-reduced before they are reported;
 - the files: rank 0 alone prints protocol lines and writes checkpoints and state; FSDP2's sharded
   weights and optimizer state are gathered to full tensors on rank 0's CPU first.
 """
@@ -157,7 +157,7 @@ class WithLoss(nn.Module):
         return self.stats(self.model, batch)
 
 
-def _sum_hook(_state: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def _sum_hook(_state, bucket):  # no annotations: DDP checks `bucket`'s, and ours are strings here
     """DDP's all-reduce without its division by W: each rank's gradient is already a share of
     d(Σ CE / the step's loss tokens), so the sum is the step's gradient."""
     work = dist.all_reduce(bucket.buffer(), async_op=True)
@@ -173,9 +173,8 @@ def wrap(model: nn.Module, stats: Callable, lora: bool, world: World, device: to
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        # no buffers to broadcast (RoPE frequencies are a plain attribute); the frozen base never
-        # enters a bucket, only the adapters (a few MB) are reduced
-        ddp = DDP(net, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+        # the frozen base never enters a bucket: only the adapters (a few MB) are reduced
+        ddp = DDP(net, device_ids=ids, gradient_as_bucket_view=True)
         ddp.register_comm_hook(None, _sum_hook)
         return ddp
     from torch.distributed.fsdp import fully_shard
@@ -186,10 +185,14 @@ def wrap(model: nn.Module, stats: Callable, lora: bool, world: World, device: to
     for block in model.model.layers:
         fully_shard(block)
     fully_shard(net)
-    for m in net.modules():
-        if hasattr(m, "set_gradient_divide_factor"):
-            m.set_gradient_divide_factor(1.0)  # sum, not mean, across ranks (see _sum_hook)
     return net
+
+
+def grad_scale(net: nn.Module, world: World) -> float:
+    """What each rank's loss is multiplied by before backward. FSDP2 averages gradients over the
+    ranks; a divide factor of 1 would need ReduceOp.PREMUL_SUM, which gloo lacks, so the loss is
+    scaled by W instead: exact for W a power of two (the scaling only moves the exponent)."""
+    return float(world.size) if world.size > 1 and sharded(net) else 1.0
 
 
 def no_sync(net: nn.Module, last: bool):
