@@ -23,6 +23,9 @@ export interface Config {
   trainerSilenceSeconds: number
   trainerDir: string // the Python package, put on PYTHONPATH
   trainerDevice: string // auto | cpu | cuda
+  gpus: readonly number[] | null // OPENTUNE_GPUS: device ids jobs may get; null = every GPU nvidia-smi lists
+  gpusPerJob: number // GPUs a job gets unless it asks (extra_body {"opentune": {"gpus": N}}): docs/multi-gpu.md
+  stopGraceMaxSeconds: number // the longest wait from SIGTERM to SIGKILL for a trainer that says it needs it
   childEnv: Readonly<Record<string, string | undefined>> // the environment child processes inherit
   inference: InferenceConfig
   eventStream: EventStreamConfig
@@ -146,6 +149,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     trainerSilenceSeconds: int('OPENTUNE_TRAINER_SILENCE_SECONDS', 120, 1, 86_400),
     trainerDir: resolve(REPO_ROOT, 'trainer'),
     trainerDevice: env.OPENTUNE_DEVICE || 'auto',
+    gpus: gpuList(env.OPENTUNE_GPUS, problems),
+    gpusPerJob: int('OPENTUNE_GPUS_PER_JOB', 1, 1, 64),
+    stopGraceMaxSeconds: int('OPENTUNE_STOP_GRACE_MAX_SECONDS', 300, 1, 86_400),
     childEnv: Object.freeze({ ...env }),
     inference: Object.freeze({
       engine: (env.OPENTUNE_INFERENCE || 'embedded') as InferenceConfig['engine'],
@@ -206,6 +212,18 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (!['auto', 'cpu', 'cuda'].includes(config.inference.device)) problems.push('OPENTUNE_INFERENCE_DEVICE must be auto, cpu or cuda')
   if (problems.length > 0) throw new Error(`invalid configuration:\n  ${problems.join('\n  ')}`)
   return Object.freeze(config)
+}
+
+// OPENTUNE_GPUS: "0,1,3" (CUDA device ids), "none" (train on the CPU), unset: all nvidia-smi lists
+function gpuList (raw: string | undefined, problems: string[]): readonly number[] | null {
+  if (raw === undefined || raw.trim() === '') return null
+  if (raw.trim() === 'none') return Object.freeze([])
+  const ids = raw.split(',').map(s => s.trim())
+  if (!ids.every(s => /^\d{1,3}$/.test(s)) || new Set(ids).size !== ids.length) {
+    problems.push(`OPENTUNE_GPUS must be distinct device ids separated by commas (e.g. 0,1) or none, got ${JSON.stringify(raw)}`)
+    return null
+  }
+  return Object.freeze(ids.map(Number))
 }
 
 // `npm run setup` makes .venv with PyTorch from pip; where pip could not, it installed Debian's
