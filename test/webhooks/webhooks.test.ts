@@ -2,6 +2,8 @@
 // the scripted fake trainer), fail (a bad training file) and are cancelled, and a real HTTP receiver
 // that checks every delivery with the openai SDK's webhooks.unwrap and the endpoint's secret.
 import assert from 'node:assert/strict'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { InvalidWebhookSignatureError } from 'openai'
 import { retryDelayMs, WebhookDelivery } from '../../src/webhooks/delivery.js'
@@ -35,6 +37,11 @@ for (const dialect of DIALECTS) {
         OPENTUNE_WEBHOOKS_RETRY_BASE_MS: '50', // test-only: production's first retry waits 10 s
         OPENTUNE_WEBHOOKS_RETRY_MAX_MS: '200',
       })
+      // The scripted trainer reads no weights: the built-in model's (made with PyTorch, seconds to
+      // minutes on a loaded machine) are stood in for by an empty file, as the runner only checks it is there.
+      const builtin = join(env.config.dataDir, 'builtin-models', 'opentune', 'tiny-llama')
+      mkdirSync(builtin, { recursive: true })
+      writeFileSync(join(builtin, 'model.safetensors'), '')
       receiver = await startReceiver()
       worker = new WebhookDelivery(env.ctx, { log: env.app.log })
       worker.start()
