@@ -1,0 +1,105 @@
+// How a job's trainer starts (docs/multi-gpu.md): `python -m opentune_trainer train --spec …` on
+// one GPU or the CPU, `python -m torch.distributed.run --standalone --nproc_per_node N -m
+// opentune_trainer train --spec …` on N GPUs (DDP for LoRA, FSDP2 for full fine-tuning); the job's
+// own GPUs in CUDA_VISIBLE_DEVICES (gpu-devices.ts); and how long a SIGTERM is given before the
+// SIGKILL, sized to what the trainer says its state write needs (StopGrace).
+import type { Config } from '../config.js'
+import type { JobError } from '../fine-tuning/jobs.schemas.js'
+import type { JobRow } from '../fine-tuning/jobs.store.js'
+import { gpuPool } from './gpu-devices.js'
+import type { TrainerLine } from './protocol.js'
+import { trainerEnv } from './trainer-env.js'
+
+/** Where a job asks for its GPUs: `extra_body: {"opentune": {"gpus": N}}` in the request body. */
+export const GPUS_PARAM = 'extra_body.opentune.gpus'
+
+export interface Launch {
+  argv: string[]
+  env: NodeJS.ProcessEnv
+  gpus: readonly number[] // the job's devices; none on the CPU
+  grace: StopGrace
+  release: () => void // the GPUs go back to the pool (after the trainer has exited)
+}
+
+/**
+ * GPUs the job asks for, else the runner's OPENTUNE_GPUS_PER_JOB. Read from the Nebius request's
+ * `extra_body` object, or from a top-level `opentune` key: the OpenAI SDKs' `extra_body=` argument
+ * merges its keys into the body, so `extra_body={"opentune": {"gpus": 2}}` arrives that way.
+ */
+export function gpusAsked (job: JobRow, config: Readonly<Config>): { n: number, asked: boolean } | JobError {
+  const fromBody = (o: Record<string, unknown> | null): unknown => (o?.opentune as { gpus?: unknown } | undefined)?.gpus
+  const raw = fromBody(job.extra_body) ?? fromBody(job.extra_fields)
+  if (raw === undefined || raw === null) return { n: config.gpusPerJob, asked: false }
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 64) {
+    return { code: 'invalid_hyperparameters', param: GPUS_PARAM, message: `${GPUS_PARAM} must be an integer from 1 to 64, got ${JSON.stringify(raw)}.` }
+  }
+  return { n: raw, asked: true }
+}
+
+/** The command line: one process, or torchrun with one process per GPU. */
+export function trainerArgv (python: string, nproc: number, specPath: string, command?: readonly string[]): string[] {
+  const train = ['train', '--spec', specPath]
+  if (command) return [...command, ...train] // tests: a scripted trainer, whatever the GPU count
+  if (nproc <= 1) return [python, '-m', 'opentune_trainer', ...train]
+  // --standalone: a rendezvous on a free local port, so concurrent jobs never collide
+  return [python, '-m', 'torch.distributed.run', '--standalone', `--nproc_per_node=${nproc}`, '-m', 'opentune_trainer', ...train]
+}
+
+/**
+ * GPUs from the pool (waiting until enough are free), argv and env; a JobError when the job asks
+ * for what this runner cannot give; null when `stopped()` turned true while it waited.
+ */
+export async function prepareLaunch (
+  config: Readonly<Config>,
+  job: JobRow,
+  specPath: string,
+  opts: { command?: readonly string[], graceMs: number, stopped: () => boolean }
+): Promise<Launch | JobError | null> {
+  const asked = gpusAsked(job, config)
+  if ('code' in asked) return asked
+  const pool = await gpuPool(config)
+  const grace = new StopGrace(opts.graceMs, Math.max(opts.graceMs, config.stopGraceMaxSeconds * 1000))
+  const env = { ...trainerEnv(config), OPENTUNE_STOP_GRACE_S: String(grace.maxMs / 1000) }
+  if (config.trainerDevice === 'cpu' || pool.size === 0) {
+    if (asked.asked && asked.n > 1) {
+      const where = config.trainerDevice === 'cpu' ? 'trains on the CPU (OPENTUNE_DEVICE=cpu)' : 'has no GPU (OPENTUNE_GPUS, nvidia-smi)'
+      return { code: 'invalid_hyperparameters', param: GPUS_PARAM, message: `The job asks for ${asked.n} GPUs; this runner ${where}.` }
+    }
+    return { argv: trainerArgv(config.python, 1, specPath, opts.command), env, gpus: [], grace, release: () => {} }
+  }
+  if (asked.n > pool.size) {
+    const message = `The job asks for ${asked.n} GPUs (${asked.asked ? GPUS_PARAM : 'OPENTUNE_GPUS_PER_JOB'}); ` +
+      `this runner has ${pool.size} (OPENTUNE_GPUS: ${pool.devices.join(',')}).`
+    return { code: 'invalid_hyperparameters', param: asked.asked ? GPUS_PARAM : null, message }
+  }
+  const lease = await pool.acquire(asked.n, opts.stopped)
+  if (!lease) return null
+  return {
+    argv: trainerArgv(config.python, lease.ids.length, specPath, opts.command),
+    env: { ...env, CUDA_VISIBLE_DEVICES: lease.ids.join(',') },
+    gpus: lease.ids,
+    grace,
+    release: lease.release,
+  }
+}
+
+/**
+ * From SIGTERM to SIGKILL: the runner's grace (10 s by default), longer for a trainer that says
+ * its state write needs longer (`stop_s` in its started line, then the measured `seconds` of each
+ * state it saved, ×1.5 + 5 s), up to OPENTUNE_STOP_GRACE_MAX_SECONDS. The trainer is told that
+ * maximum (OPENTUNE_STOP_GRACE_S) and writes no state at SIGTERM that would not fit in it: it keeps
+ * the last whole one instead (docs/trainer-protocol.md §5).
+ */
+export class StopGrace {
+  #ms: number
+  constructor (readonly baseMs: number, readonly maxMs: number) { this.#ms = baseMs }
+
+  get ms (): number { return this.#ms }
+
+  heard (line: TrainerLine): void {
+    const fields = line as { stop_s?: unknown, seconds?: unknown }
+    const need = line.type === 'started' ? fields.stop_s : line.type === 'state_saved' ? fields.seconds : undefined
+    if (typeof need !== 'number' || !Number.isFinite(need) || need < 0) return
+    this.#ms = Math.min(this.maxMs, Math.max(this.baseMs, Math.ceil(need * 1500) + 5000))
+  }
+}
