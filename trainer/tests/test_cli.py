@@ -141,7 +141,7 @@ def _spec(tmp, tiny_dir, train):
     )
 
 
-def _popen(spec):
+def _popen(spec, env=None):
     # Unbuffered, through a one-page pipe: the trainer cannot run more than a few lines ahead of what
     # the test has read, so a signal sent after line X lands soon after X however the machine
     # schedules the two processes. (A 64 KiB pipe holds a whole run's output: a test descheduled
@@ -152,6 +152,7 @@ def _popen(spec):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         bufsize=0,
+        env=env,
     )
     fcntl.fcntl(p.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
     return p
@@ -219,6 +220,25 @@ def test_sigterm_saves_state_and_resume_matches(tmp_path, tiny_dir, long_run):
     stopped_at = tail[-1]["step"]
     assert 2 <= stopped_at < 96 and tail[-2]["step"] == stopped_at
     _resume_and_compare(spec, long_lines, stopped_at)
+
+
+def test_sigterm_when_writing_the_state_would_outlast_the_grace_resumes_from_the_last_one(tmp_path, tiny_dir, long_run):
+    """A state the trainer cannot write within the runner's grace (OPENTUNE_STOP_GRACE_S, here a
+    millisecond; in practice a full fine-tune's 12 bytes per parameter on a slow disk) is not
+    started at SIGTERM: the trainer exits at once, keeps the last whole state (written in the
+    background at the epoch's end, step 32), says so, and the resumed run equals an uninterrupted one."""
+    train, long_lines = long_run
+    spec = _spec(tmp_path, tiny_dir, train)
+    p = _popen(spec, env={**os.environ, "OPENTUNE_STOP_GRACE_S": "0.001"})
+    _read_until(p, lambda m: m["type"] == "metrics" and m["step"] == 34)
+    p.send_signal(signal.SIGTERM)
+    tail = [json.loads(raw) for raw in p.stdout]
+    assert p.wait(timeout=10) == 3
+    assert tail[-3]["type"] == "log" and tail[-3]["level"] == "warn"
+    assert "resumes from the state of step 32" in tail[-3]["message"]
+    assert [(m["type"], m["step"]) for m in tail[-2:]] == [("state_saved", 32), ("finished", 32)]
+    assert json.load(open(tmp_path / "out" / "state" / "state.json"))["step"] == 32
+    _resume_and_compare(spec, long_lines, 32)
 
 
 def test_unreadable_spec_is_internal_error(tmp_path):
