@@ -8,9 +8,11 @@
 //   opentune migrate
 //   opentune doctor                           (what the trainer will run on: torch, GPUs, kernels)
 //   opentune webhooks add|list|remove --project <name>   (webhook endpoints; add prints the secret last)
+//   opentune models pull <repo>[@revision]    (a Hugging Face Hub model into OPENTUNE_MODELS_DIR)
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.js'
 import { dataCheckCommand } from './data/check-command.js'
+import { modelsPullCommand } from './hub/pull-command.js'
 import { makeModelCatalog } from './models/catalog.js'
 import { loadModelSupport } from './models/support.js'
 import { openStore } from './db/connect.js'
@@ -28,7 +30,8 @@ const USAGE = `usage:
   opentune keys revoke <prefix>            revoke keys starting with <prefix>
   opentune migrate                         create or update the database schema
   opentune doctor                          show what the trainer runs on (Python, torch, CUDA devices, kernels)
-${WEBHOOKS_USAGE}`
+${WEBHOOKS_USAGE}
+  opentune models pull <repo>[@revision]   download a Hugging Face Hub model into OPENTUNE_MODELS_DIR`
 
 const PROJECT_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
 
@@ -59,6 +62,9 @@ async function main (argv: string[]): Promise<number> {
       return await keysCommand(config, sub, rest)
     case 'webhooks':
       return await webhooksCommand(config, sub, rest)
+    case 'models':
+      if (sub !== 'pull') break
+      return await modelsPullCommand(config, loadModelSupport(config.trainerDir), rest)
     case 'doctor': {
       const report = await trainerReport(config)
       for (const line of formatReport(config, report)) console.log(line)

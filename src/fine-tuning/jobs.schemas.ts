@@ -81,7 +81,10 @@ export const FineTuningJob = Type.Object({
   hyperparameters: Type.Object({}, Open),
   method: Type.Object({}, Open),
   integrations: Nullable(Type.Array(Type.Object({}, Open))),
-  from_checkpoint: Nullable(Type.Object({ type: Type.Literal('ft') })),
+  from_checkpoint: Nullable(Type.Union([
+    Type.Object({ type: Type.Literal('ft') }),
+    Type.Object({ type: Type.Literal('hf'), repo: Type.String(), revision: Nullable(Type.String()) }), // HFCheckpointParametersResponse
+  ])),
   organization_id: Type.String(),
   result_files: Type.Array(Type.String()),
   seed: Type.Integer(),

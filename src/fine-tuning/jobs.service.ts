@@ -11,6 +11,9 @@ import { isCheckpointModel, linkTrainingSources, resolveStartingPoint, rootBaseI
 import { jobDir } from './job-dir.js'
 import { appendEvent, type NewEvent } from './events.store.js'
 import { enqueueJobWebhooks } from '../webhooks/webhooks.service.js'
+import { acceptHubCheckpoint, acceptHubModel } from '../hub/accept.js'
+import { parseHubCheckpoint, publicHubCheckpoint, type HubCheckpoint } from '../hub/hub-checkpoint.js'
+import { sealToken } from '../hub/sealed-token.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
 import { getJobById, insertJob, updateJobIf, type JobChanges, type JobRow } from './jobs.store.js'
@@ -34,13 +37,21 @@ const KNOWN_REQUEST_KEYS = new Set(['model', 'training_file', 'validation_file',
 export async function createJob (ctx: AppContext, projectId: string, body: JobCreateBody): Promise<JobRow> {
   const requested = requestedHyperparameters(body)
   const fromCheckpoint = (body.from_checkpoint as { type?: unknown } | null | undefined) ?? null
+  // HFCheckpointParametersRequest: downloaded from the Hub while the job validates (src/hub/job-sources.ts)
+  const fromHub = fromCheckpoint?.type === 'hf' ? parseHubCheckpoint(fromCheckpoint) : null
+  if (fromHub && isCheckpointModel(body.model)) {
+    throw errors.unsupportedParameter('from_checkpoint', 'a Hub checkpoint continues on a base model: pass that base as model.')
+  }
   // FTCheckpointParameters: `type` defaults to 'ft' in the spec, so {} means this server's checkpoint
-  if (fromCheckpoint !== null && !((fromCheckpoint.type ?? 'ft') === 'ft' && isCheckpointModel(body.model))) {
+  if (fromCheckpoint !== null && !fromHub && !((fromCheckpoint.type ?? 'ft') === 'ft' && isCheckpointModel(body.model))) {
     throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints. To continue from one of its own, pass the checkpoint\'s fine_tuned_model_checkpoint as model (GET /v1/models lists them).')
   }
   const startingPoint = await resolveStartingPoint(ctx, projectId, body.model)
-  if (!startingPoint) throw errors.unknownBaseModel(body.model)
-  const lora = startingPoint.adapter?.lora
+  // not on disk but a Hub repository's name: downloaded while the job validates its files
+  const onHub = !startingPoint && await acceptHubModel(ctx, body.model, fromHub?.token ?? null)
+  if (!startingPoint && !onHub) throw errors.unknownBaseModel(body.model)
+  if (fromHub) await acceptHubCheckpoint(ctx, fromHub.repo, fromHub.token)
+  const lora = startingPoint?.adapter?.lora
   const { hyperparameters, unknown } = resolveHyperparameters(
     requested,
     lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {}
@@ -49,10 +60,16 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
-  await linkTrainingSources(ctx, id, startingPoint)
+  if (startingPoint) await linkTrainingSources(ctx, id, startingPoint)
+  const hub: HubCheckpoint | null = fromHub && {
+    type: 'hf',
+    repo: fromHub.repo,
+    revision: fromHub.revision,
+    ...(fromHub.token ? { sealed_token: await sealToken(ctx.config.dataDir, fromHub.token) } : {}),
+  }
   try {
     return await insertNewJob(ctx, projectId, id, body, {
-      hyperparameters, unknown, integrations, extra, startingPoint,
+      hyperparameters, unknown, integrations, extra, startingPoint, hub,
     })
   } catch (err) {
     await rm(jobDir(ctx, id), { recursive: true, force: true }) // no row: nothing else would remove it
@@ -65,7 +82,8 @@ interface Resolved {
   unknown: string[]
   integrations: ReturnType<typeof validateIntegrations> | null
   extra: Record<string, unknown>
-  startingPoint: StartingPoint
+  startingPoint: StartingPoint | undefined // undefined: a Hub model, downloaded while validating
+  hub: HubCheckpoint | null
 }
 
 async function insertNewJob (
@@ -75,7 +93,7 @@ async function insertNewJob (
   body: JobCreateBody,
   r: Resolved
 ): Promise<JobRow> {
-  const { hyperparameters, unknown, integrations, extra, startingPoint } = r
+  const { hyperparameters, unknown, integrations, extra, startingPoint, hub } = r
   return await ctx.db.transaction().execute(async (trx) => {
     await checkTrainingFile(trx, projectId, 'training_file', body.training_file)
     if (body.validation_file) await checkTrainingFile(trx, projectId, 'validation_file', body.validation_file)
@@ -105,9 +123,16 @@ async function insertNewJob (
       fine_tuned_model: null,
       locked_by: null,
       locked_until: null,
+      from_checkpoint: hub,
     })
     await appendEvent(trx, job.id, { message: `Created fine-tuning job: ${job.id}` })
-    const { adapter, weights } = startingPoint
+    if (!startingPoint) {
+      await appendEvent(trx, job.id, { message: `Model ${body.model} is not in the models directory: it is downloaded from the Hugging Face Hub while the job validates its files` })
+    }
+    if (hub) {
+      await appendEvent(trx, job.id, { message: `Continuing from ${hub.repo}${hub.revision ? `@${hub.revision}` : ''} on the Hugging Face Hub: downloaded while the job validates its files` })
+    }
+    const { adapter, weights } = startingPoint ?? {}
     if (adapter) {
       await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${adapter.id}: its LoRA adapter (r=${adapter.lora.r}, alpha=${adapter.lora.alpha}) keeps training on ${adapter.appliesTo}` })
     } else if (weights) {
@@ -119,8 +144,10 @@ async function insertNewJob (
     if (Object.keys(extra).length > 0) {
       await appendEvent(trx, job.id, { level: 'warn', message: `Ignored unknown request fields: ${Object.keys(extra).join(', ')}` })
     }
-    if (integrations) {
-      await appendEvent(trx, job.id, { level: 'warn', message: 'Integrations are stored but not run: this server sends nothing to third-party services.' })
+    // hf pushes the final checkpoint to the Hub (src/hub/push.ts)
+    const notRun = (integrations ?? []).map(i => i.type).filter(t => !['hf', 'wandb', 'mlflow'].includes(t ?? ''))
+    if (notRun.length > 0) {
+      await appendEvent(trx, job.id, { level: 'warn', message: `Integrations are stored but not run (${notRun.join(', ')}): this server sends nothing to those services.` })
     }
     return job
   })
@@ -212,7 +239,9 @@ export function jobRowToApi (row: JobRow): FineTuningJob {
     hyperparameters,
     method: { type: 'supervised', supervised: { hyperparameters } },
     integrations: row.integrations ? publicIntegrations(row.integrations) : null,
-    from_checkpoint: isCheckpointModel(row.model) ? { type: 'ft' as const } : null,
+    from_checkpoint: row.from_checkpoint
+      ? publicHubCheckpoint(row.from_checkpoint)
+      : isCheckpointModel(row.model) ? { type: 'ft' as const } : null,
     organization_id: '',
     result_files: row.result_files,
     seed: row.seed,

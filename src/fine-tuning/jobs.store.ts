@@ -3,6 +3,7 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely'
 import type { Database, JobTable } from '../db/database.js'
 import { toPage, unknownAfter, type Page, type PageRequest } from '../db/paging.js'
+import type { HubCheckpoint } from '../hub/hub-checkpoint.js'
 import type { Hyperparameters } from './hyperparameters.js'
 import type { Integration } from './integrations.js'
 import { TERMINAL_STATUSES, UNFINISHED_STATUSES, type JobError, type JobStatus } from './jobs.schemas.js'
@@ -16,9 +17,11 @@ interface JobJson {
   extra_fields: Record<string, unknown> | null // unknown top-level request keys, echoed back
   error: JobError | null
   result_files: string[]
+  from_checkpoint: HubCheckpoint | null // type hf; the token only sealed, and only until downloaded
 }
 type JsonColumn = keyof JobJson
-const JSON_COLUMNS = ['hyperparameters', 'method', 'integrations', 'tags', 'extra_body', 'extra_fields', 'error', 'result_files'] as const satisfies readonly JsonColumn[]
+const JSON_COLUMNS = ['hyperparameters', 'method', 'integrations', 'tags', 'extra_body', 'extra_fields', 'error', 'result_files',
+  'from_checkpoint'] as const satisfies readonly JsonColumn[]
 
 export type JobRow = Omit<Selectable<JobTable>, JsonColumn> & JobJson
 export type NewJob = Omit<Insertable<JobTable>, JsonColumn> & JobJson
@@ -38,6 +41,7 @@ export function decodeJob (row: Selectable<JobTable>): JobRow {
     extra_fields: parsed(row.extra_fields),
     error: parsed(row.error),
     result_files: JSON.parse(row.result_files) as string[],
+    from_checkpoint: parsed(row.from_checkpoint),
   }
 }
 

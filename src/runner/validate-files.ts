@@ -7,9 +7,13 @@ import { formatProblems, loadModelTokenizer, ModelFolderError, prepareDataset, t
 import { rootBaseId } from '../fine-tuning/continue-from.js'
 import { jobDir } from '../fine-tuning/job-dir.js'
 import { failJob, moveJob } from '../fine-tuning/jobs.service.js'
-import type { JobRow } from '../fine-tuning/jobs.store.js'
+import { getJobById, type JobRow } from '../fine-tuning/jobs.store.js'
+import { prepareHubSources } from '../hub/job-sources.js'
 
 export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<void> {
+  // a Hub model not on disk, or from_checkpoint of type hf: downloaded first, with progress events
+  if (!(await prepareHubSources(ctx, job, signal))) return
+  job = (await getJobById(ctx.db, job.id)) ?? job // a Hub adapter set lora_r and lora_alpha to its own
   const hp = job.hyperparameters
   const model = ctx.models.find(rootBaseId(job.model)) // a checkpoint continued has its base's tokenizer
   if (!model) {
