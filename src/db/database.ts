@@ -62,6 +62,9 @@ export interface JobTable {
   locked_by: string | null // runner holding the job
   locked_until: number | null // ms since epoch; past = free to claim
   attempts: Generated<number> // runners' starts of its training since one last saved new state
+  executor_attempt: string | null // the Slurm executor's attempt name (job name), set before submitting
+  executor_job_id: string | null // the Slurm job id of that attempt
+  protocol_offset: Generated<number> // bytes of the attempt's protocol file handled so far
 
   // JSON {type:'hf', repo, revision, sealed_token?} (migration 0006_hub); null: none, or this server's own
   from_checkpoint: string | null
