@@ -245,6 +245,21 @@ function webhooks (dialect: Dialect): Migration {
   }
 }
 
+// Where an attempt runs outside this process (the Slurm executor, src/runner/slurm/): the attempt's
+// name (given before submitting, so a runner that died mid-submit finds it by name, not twice), the
+// scheduler's id for it, and how far the runner has read its protocol file (bytes).
+function executorAttempt (dialect: Dialect): Migration {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer'
+  return {
+    async up (db: Db) {
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('executor_attempt', 'text').execute()
+      await db.schema.alterTable('fine_tuning_jobs').addColumn('executor_job_id', 'text').execute()
+      await db.schema.alterTable('fine_tuning_jobs')
+        .addColumn('protocol_offset', bigint, c => c.notNull().defaultTo(0)).execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
   return {
     '0001_initial': initial(dialect),
@@ -253,6 +268,7 @@ export function migrationsFor (dialect: Dialect): Record<string, Migration> {
     '0004_job_metrics': jobMetrics(dialect),
     '0005_webhooks': webhooks(dialect),
     '0006_hub': hubCheckpoint(),
+    '0007_executor': executorAttempt(dialect),
     '0008_tracker_runs': trackerRuns(dialect),
   }
 }
