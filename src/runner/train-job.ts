@@ -15,16 +15,17 @@ import { getJobById, updateJobIf, type JobRow } from '../fine-tuning/jobs.store.
 import { nowSeconds } from '../ids.js'
 import { projectName } from '../projects/keys.store.js'
 import { classifyExit, type ExitFacts } from './exit.js'
+import { AttemptRefused, executorFor, type Attempt, type AttemptEnd, type AttemptEvents } from './executor.js'
 import { modelDirForTraining } from './model-weights.js'
-import { oomKillCount, oomKilledBetween } from './oom-kills.js'
 import { diskIsFull } from '../files/storage-full.js'
 import type { TrainerLine } from './protocol.js'
 import { TrainerLines } from './trainer-lines.js'
 import { heartbeat, releaseJob } from './queue.js'
 import { publishMetricsCsv } from './results.js'
-import { startTrainer, type TrainerProcess } from './trainer-process.js'
+import { pushResults } from '../hub/push.js'
 import { watchSilence, type SilenceWatch } from './trainer-silence.js'
 import { trainerEnv } from './trainer-env.js'
+import { startTrackers } from '../trackers/trackers.js'
 
 export interface TrainOptions {
   runnerId: string
@@ -53,20 +54,31 @@ export async function trainJob (
   shutdown: AbortSignal
 ): Promise<void> {
   const log = opts.log.child({ jobId: job.id })
-  let trainer: TrainerProcess | null = null
+  let attempt: Attempt | null = null
   let stopReason: StopReason | null = null
   let lines: TrainerLines | null = null
   let silence: SilenceWatch | null = null
+  let silentMs: number | null = null // how long it had been silent when it was killed as hung
   const grace = opts.stopGraceMs ?? 10_000
-  const stop = (reason: StopReason, graceMs: number) => { stopReason ??= reason; trainer?.stop(graceMs) }
-  const onShutdown = () => stop('shutdown', grace)
+  // cancelled or hung: the attempt ends; otherwise this runner goes away and the attempt ends
+  // with it (local) or goes on for the next runner to follow (Slurm)
+  const act = (a: Attempt, reason: StopReason) => {
+    if (reason === 'cancelled') a.stop(Math.min(grace, 5000))
+    else if (reason === 'silent') a.stop(0) // SIGKILL at once: a stopped process acts on no SIGTERM until SIGCONT
+    else a.leave(reason === 'lost' ? 0 : grace)
+  }
+  const stop = (reason: StopReason) => {
+    stopReason ??= reason
+    if (attempt) act(attempt, reason)
+  }
+  const onShutdown = () => stop('shutdown')
   shutdown.addEventListener('abort', onShutdown)
   if (shutdown.aborted) onShutdown()
   // Watched from the claim to the last write: the lease must not run out while the model is
   // prepared or results are published, or a second runner could start on the same job.
   const unwatch = watchJob(ctx, job, opts, log, {
-    cancelled: () => { if (lines) lines.quiet = true; stop('cancelled', Math.min(grace, 5000)) },
-    lost: () => stop('lost', 0),
+    cancelled: () => { if (lines) lines.quiet = true; stop('cancelled') },
+    lost: () => stop('lost'),
   })
   try {
     const model = await modelDirOrFail(ctx, job)
@@ -75,31 +87,54 @@ export async function trainJob (
     const specPath = join(dir, 'spec.json')
     await mkdir(dir, { recursive: true })
     await writeFile(specPath, JSON.stringify(trainerSpec(ctx, job, model, dir), null, 2))
-    lines = new TrainerLines(ctx, job, await projectName(ctx.db, job.project_id), join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry', grace))
+    lines = new TrainerLines(ctx, job, await projectName(ctx.db, job.project_id), join(dir, 'metrics.jsonl'), join(dir, 'out', 'checkpoints'), log, () => stop('retry'))
+    lines.trackers = startTrackers(ctx, job, log) // the job's W&B / MLflow runs, fed beside training
     const handler = lines
+    // from when the trainer runs (not while Slurm keeps it pending) to its end
     const silentAfter = ctx.config.trainerSilenceSeconds * 1000
-    // SIGKILL at once: a stopped process acts on no SIGTERM until SIGCONT, a hung one not at all
-    silence = watchSilence(silentAfter, (ms) => {
+    const watchLines = () => watchSilence(silentAfter, (ms) => {
       log.warn({ silentMs: ms }, 'trainer silent: killing it')
-      stop('silent', 0)
+      silentMs = ms
+      stop('silent')
     })
-    const heard = silence
-    const oomBefore = await oomKillCount() // a SIGKILL is the OOM killer's only if this count rises
-    const argv = [...(opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']), 'train', '--spec', specPath]
-    trainer = startTrainer(argv, {
-      env: trainerEnv(ctx.config),
-      onLine: (line) => { heard.heard(line); handler.push(line) },
-      onOther: (text, stream) => log.debug({ stream }, text),
-    })
-    if (stopReason) trainer.stop(stopReason === 'cancelled' ? Math.min(grace, 5000) : grace) // asked for before it started
-    const exit = await trainer.exited
-    const oomKilled = oomKilledBetween(oomBefore, await oomKillCount())
+    const events: AttemptEvents = {
+      line: async (line) => {
+        silence?.heard(line)
+        handler.push(line)
+        await handler.drained()
+        return handler.failure === null
+      },
+      other: (text, stream) => log.debug({ stream }, text),
+      waiting: async (note) => {
+        silence?.stop()
+        silence = null
+        if (note.requeued) await moveJob(ctx.db, job.id, 'queued', {}, { message: note.message })
+        else await appendEvent(ctx.db, job.id, { message: note.message, data: note.data })
+      },
+      running: async (note) => {
+        silence?.stop()
+        silence = watchLines()
+        if (note) await appendEvent(ctx.db, job.id, { message: note.message, data: note.data })
+      },
+    }
+    const command = opts.trainerCommand ?? [ctx.config.python, '-m', 'opentune_trainer']
+    try {
+      const input = { job, dir, specPath, trainerCommand: command, env: trainerEnv(ctx.config), log }
+      attempt = await executorFor(ctx).start(input, events)
+    } catch (err) {
+      if (!(err instanceof AttemptRefused)) throw err
+      await failJob(ctx.db, job.id, err.error)
+      return
+    }
+    if (stopReason) act(attempt, stopReason) // asked for before it started
+    const exit = await attempt.exited
     const { lora } = job.hyperparameters
-    const facts: ExitFacts = { oomKilled, lora, diskFull: await diskIsFull(dir), dataDir: ctx.config.dataDir }
+    const diskFull = await diskIsFull(dir)
+    const facts: ExitFacts = { oomKilled: exit.oomKilled, lora, diskFull, dataDir: ctx.config.dataDir }
     await handler.drained()
-    const attempt = { savedNewState: handler.savedNewState, silentMs: heard.firedAfterMs }
     await finish(ctx, job, {
-      ...attempt,
+      savedNewState: handler.savedNewState,
+      silentMs,
       exit,
       facts,
       stopReason,
@@ -111,9 +146,10 @@ export async function trainJob (
       log,
     })
   } finally {
-    silence?.stop()
+    (silence as SilenceWatch | null)?.stop()
     unwatch()
     shutdown.removeEventListener('abort', onShutdown)
+    await lines?.trackers?.end(shutdown) // flushed (bounded), finished with the job's outcome
   }
 }
 
@@ -189,7 +225,7 @@ function watchJob (
 }
 
 interface FinishInput {
-  exit: Awaited<ReturnType<typeof startTrainer>['exited']>
+  exit: AttemptEnd
   facts: ExitFacts
   stopReason: StopReason | null
   errorLine: Extract<TrainerLine, { type: 'error' }> | null
@@ -204,6 +240,8 @@ interface FinishInput {
 
 async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<void> {
   if (f.stopReason === 'lost') return // another runner holds the job now
+  // the attempt goes on without us (a Slurm job): the next runner to claim the job follows it
+  if (f.exit.detached) return await releaseJob(ctx.db, job.id, f.runnerId)
   if (f.stopReason === 'cancelled') {
     // Lines read after the cancel may have refreshed the estimate; a cancelled job has none.
     await updateJobIf(ctx.db, job.id, ['cancelled'], { estimated_finish: null })
@@ -215,10 +253,15 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
   if (f.stopReason === 'shutdown' || f.stopReason === 'retry' || f.stopReason === 'silent') {
     return await requeue(ctx, job, f, f.stopReason)
   }
-  const outcome = classifyExit(f.exit, f.errorLine, ctx.config.python, f.facts)
+  const { verdict } = f.exit
+  if (verdict && 'requeue' in verdict) return await requeue(ctx, job, f, verdict.requeue)
+  const outcome = verdict
+    ? { ok: false as const, error: verdict.failed }
+    : classifyExit(f.exit, f.errorLine, ctx.config.python, f.facts)
   let ended: boolean // moved to succeeded or failed
   if (outcome.ok) {
     const last = await lastCheckpointName(ctx.db, job.id)
+    await pushResults(ctx, job, f.log) // the hf integration's push: before the status, never failing it
     const csvId = await publishMetricsCsv(ctx, job, f.metricsLog)
     const done = await moveJob(ctx.db, job.id, 'succeeded', {
       finished_at: nowSeconds(),
@@ -250,13 +293,15 @@ async function finish (ctx: AppContext, job: JobRow, f: FinishInput): Promise<vo
 }
 
 /** Back to the queue: the next runner (this machine or another) resumes from the saved state. */
-async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 'shutdown' | 'retry' | 'silent') {
-  const why = {
+// `reason`, when not one of ours: the executor's (Slurm preempted the job, or forgot it)
+async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 'shutdown' | 'retry' | 'silent' | string) {
+  const ours: Record<string, string> = {
     shutdown: 'the service is shutting down',
     retry: 'storing its progress failed (the service log has details)',
     silent: `the trainer printed nothing for ${Math.round((f.silentMs ?? 0) / 1000)} s (hung or stopped), ` +
       'so it was killed',
-  }[reason]
+  }
+  const why = ours[reason] ?? reason
   if (reason === 'silent' && !f.savedNewState && job.attempts >= MAX_ATTEMPTS) {
     // the last attempt the limit allows: fail now, saying why, rather than at the next claim
     const message = `Training stopped at step ${f.lastStep}: ${why}, ${MAX_ATTEMPTS} attempts in a row without ` +
@@ -269,7 +314,9 @@ async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 's
   // A shutdown is not the job's doing, so it does not count as an attempt (nor does one that
   // saved new state: the count was reset to 0 then).
   const attempts = reason === 'shutdown' ? { attempts: f.savedNewState ? 0 : Math.max(0, job.attempts - 1) } : {}
-  await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...attempts }, {
+  // the next attempt is a new one (a new Slurm job), resuming from the state this one saved
+  const fresh = { executor_attempt: null, executor_job_id: null, protocol_offset: 0 }
+  await moveJob(ctx.db, job.id, 'queued', { locked_by: null, locked_until: null, ...fresh, ...attempts }, {
     level: reason === 'silent' ? 'warn' : 'info',
     message: `Training paused at step ${f.lastStep}: ${why}. ` +
       'It resumes from its saved state when a runner is available.',
