@@ -8,6 +8,7 @@ import type { AppContext } from '../context.js'
 import { isStorageFull } from '../files/storage-full.js'
 import { failJob } from '../fine-tuning/jobs.service.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
+import { executorFor } from './executor.js'
 import { claimJob, heartbeat, releaseJob } from './queue.js'
 import { removeFinishedJobDirs } from './remove-finished-job-dirs.js'
 import { trainJob, type TrainOptions } from './train-job.js'
@@ -70,6 +71,7 @@ export class Runner {
 
   start (): void {
     this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
+    executorFor(this.#ctx).prepare(this.#opts.log) // Slurm: is the data directory shared with the nodes?
     let passes = 0
     const failing = new FailureBackoff(this.#opts.log, this.#opts.pollMs ?? 500)
     const loop = () => {
