@@ -31,8 +31,6 @@ export interface Config {
   eventStream: EventStreamConfig
   executor: 'local' | 'slurm' // where an attempt trains (src/runner/executor.ts, docs/slurm.md)
   slurm: SlurmConfig
-  executor: 'local' | 'slurm' // where an attempt trains (src/runner/executor.ts, docs/slurm.md)
-  slurm: SlurmConfig
   webhooks: WebhooksConfig
   trackers: TrackersConfig
   hub: HubConfig
@@ -64,19 +62,6 @@ export interface WebhooksConfig {
   maxAgeSeconds: number // retries stop this long after the event (or a replay)
   retryBaseMs: number // the first retry's delay; each next one doubles, up to retryMaxMs, with jitter
   retryMaxMs: number
-}
-
-// OPENTUNE_EXECUTOR=slurm: each attempt is one sbatch job (src/runner/slurm/, docs/slurm.md)
-export interface SlurmConfig {
-  partition: string | null // sbatch --partition; null: the cluster's default
-  account: string | null // sbatch --account
-  qos: string | null // sbatch --qos
-  gpusPerNode: number // --gres=gpu:N; 0: CPU only. More than one GPU in all: srun + torchrun
-  nodes: number // --nodes
-  timeLimit: string | null // sbatch --time (e.g. 2-00:00:00); null: the partition's default
-  sbatchOptions: readonly string[] // extra sbatch arguments, split on whitespace
-  python: string // the Python (with PyTorch) on the compute nodes
-  pollMs: number // how often squeue and the protocol file are read
 }
 
 // OPENTUNE_EXECUTOR=slurm: each attempt is one sbatch job (src/runner/slurm/, docs/slurm.md)
@@ -192,18 +177,6 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       python: env.OPENTUNE_SLURM_PYTHON || env.OPENTUNE_PYTHON || defaultPython(),
       pollMs: int('OPENTUNE_SLURM_POLL_MS', 1000, 10, 600_000),
     }),
-    executor: (env.OPENTUNE_EXECUTOR || 'local') as Config['executor'],
-    slurm: Object.freeze({
-      partition: env.OPENTUNE_SLURM_PARTITION || null,
-      account: env.OPENTUNE_SLURM_ACCOUNT || null,
-      qos: env.OPENTUNE_SLURM_QOS || null,
-      gpusPerNode: int('OPENTUNE_SLURM_GPUS_PER_NODE', 0, 0, 64),
-      nodes: int('OPENTUNE_SLURM_NODES', 1, 1, 4096),
-      timeLimit: env.OPENTUNE_SLURM_TIME_LIMIT || null,
-      sbatchOptions: Object.freeze((env.OPENTUNE_SLURM_SBATCH_OPTIONS ?? '').split(/\s+/).filter(Boolean)),
-      python: env.OPENTUNE_SLURM_PYTHON || env.OPENTUNE_PYTHON || defaultPython(),
-      pollMs: int('OPENTUNE_SLURM_POLL_MS', 1000, 10, 600_000),
-    }),
     eventStream: Object.freeze({
       pollMs: int('OPENTUNE_EVENTS_POLL_MS', 500, 10, 3_600_000),
       pgPollMs: int('OPENTUNE_EVENTS_PG_POLL_MS', 5000, 10, 3_600_000),
@@ -233,7 +206,6 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     }),
   }
   if (!['auto', 'cpu', 'cuda'].includes(config.trainerDevice)) problems.push('OPENTUNE_DEVICE must be auto, cpu or cuda')
-  if (!['local', 'slurm'].includes(config.executor)) problems.push('OPENTUNE_EXECUTOR must be local or slurm')
   if (!['local', 'slurm'].includes(config.executor)) problems.push('OPENTUNE_EXECUTOR must be local or slurm')
   if (!['embedded', 'vllm'].includes(config.inference.engine)) problems.push('OPENTUNE_INFERENCE must be embedded or vllm')
   if (config.inference.engine === 'vllm' && !config.inference.vllmUrl) problems.push('OPENTUNE_INFERENCE=vllm needs OPENTUNE_VLLM_URL')
