@@ -8,6 +8,11 @@ Phases without steps that may take long (importing torch, loading, the first ste
 validation, checkpoint and state writes) run inside `phase(...)`: a thread prints a `heartbeat` line
 every OPENTUNE_HEARTBEAT_S seconds meanwhile. Steps get none: a step that takes far longer than the
 slowest before it is what a hang looks like.
+
+Where OPENTUNE_PROTOCOL_FILE is set (the Slurm executor: src/runner/slurm/), each line is also
+appended to that file, flushed, before it goes to stdout: the runner follows the file from the byte
+offset it has read up to, on storage shared with the compute nodes, so it can stop and start again.
+Only rank 0 of a torchrun launch writes it (RANK), as only rank 0 speaks for the job.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ _lock = threading.Lock()  # the heartbeat thread and the main thread print whole
 HEARTBEAT_S = float(os.environ.get("OPENTUNE_HEARTBEAT_S", "10"))
 _phases: list[str] = []  # the long phases the main thread is in, innermost last
 _beating: threading.Thread | None = None
+_file_path = os.environ.get("OPENTUNE_PROTOCOL_FILE") if os.environ.get("RANK", "0") == "0" else None
+_file = None  # opened on the first line (append: a requeued or resumed run carries on after the last)
 
 
 class JobError(Exception):
@@ -68,8 +75,14 @@ def line(type_: str, **fields: Any) -> str:
 
 
 def emit(type_: str, **fields: Any) -> None:
+    global _file
     text = line(type_, **fields) + "\n"
     with _lock:
+        if _file_path:
+            if _file is None:
+                _file = open(_file_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the process
+            _file.write(text)  # one write per whole line: a reader never sees half a line end in "\n"
+            _file.flush()
         _out.write(text)
         _out.flush()
 
