@@ -65,6 +65,8 @@ python_env() {
 
 python_env
 # headless Chromium for the dashboard's browser tests (test/dashboard/, driven by playwright-core)
+# Slurm and munge for the Slurm executor's tests (test/slurm/ starts a one-node Slurm of its own)
+command -v slurmctld >/dev/null || apt_install slurm-wlm munge || say "WARNING: no slurm-wlm: the Slurm executor tests will skip"
 [ -x /usr/bin/chromium ] || apt_install chromium || say "WARNING: no chromium: the dashboard browser tests will skip"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build
