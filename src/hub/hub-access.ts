@@ -28,6 +28,11 @@ export function hubAccess (hub: Readonly<HubConfig>, token: string | null, signa
   return { hubUrl: hub.endpoint, fetch: withSignal, ...(accessToken ? { accessToken } : {}) }
 }
 
+// fetch's own failures (TypeError 'fetch failed', 'terminated'), timeouts, and a body stream cut short,
+// which @huggingface/hub's WebBlob reports as the bare message string
+const isNetworkFailure = (err: unknown) => typeof err === 'string' || err instanceof TypeError ||
+  (err instanceof Error && ['AbortError', 'TimeoutError'].includes(err.name))
+
 /** Why a request got no answer: fetch's cause (ECONNREFUSED, ENOTFOUND, a timeout), else the message. */
 export function networkCause (err: unknown): string {
   const e = err as { name?: string, message?: string, cause?: { code?: string, message?: string } } | undefined
@@ -35,8 +40,9 @@ export function networkCause (err: unknown): string {
   return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)
 }
 
-/** Any failure of a Hub call as a HubError naming its cause; never the token, which no message holds. */
-export function hubFailure (err: unknown, repo: string, hub: Readonly<HubConfig>, dir: string): HubError {
+/** A failure of a Hub call as a HubError naming its cause (never the token, which no message holds);
+ *  null for anything else (a bug of ours: the caller lets it through). */
+export function hubFailure (err: unknown, repo: string, hub: Readonly<HubConfig>, dir: string): HubError | null {
   if (err instanceof HubError) return err
   if (isStorageFull(err)) {
     return new HubError('storage_full', `The disk of the models directory (${dir}) is full while downloading ${repo}; free space there and create the job again.`)
@@ -51,6 +57,7 @@ export function hubFailure (err: unknown, repo: string, hub: Readonly<HubConfig>
     }
     return new HubError('hub_error', `The Hugging Face Hub (${hub.endpoint}) answered HTTP ${err.statusCode} for ${repo}: ${said}`)
   }
+  if (!isNetworkFailure(err)) return null
   const why = networkCause(err)
   return new HubError('hub_unreachable', `The Hugging Face Hub at ${hub.endpoint} (HF_ENDPOINT) cannot be reached (${why}) to download ${repo}.`)
 }

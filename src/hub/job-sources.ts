@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { modelInfo } from '@huggingface/hub'
 import type { AppContext } from '../context.js'
 import { rootBaseId } from '../fine-tuning/continue-from.js'
@@ -48,6 +48,7 @@ export async function prepareHubSources (ctx: AppContext, job: JobRow, signal: A
   } catch (err) {
     signal.throwIfAborted() // shutting down: the job is validated again later, resuming the files
     const failure = hubFailure(err, repo, ctx.config.hub, ctx.config.modelsDir)
+    if (!failure) throw err // ours: the runner fails the job as internal_error and logs it
     const param = failure.code === 'storage_full' || failure.code === 'hub_unreachable' ? null : repo === base ? 'model' : 'from_checkpoint'
     await failJob(ctx.db, job.id, { code: failure.code, message: failure.message, param })
     return false
@@ -108,7 +109,7 @@ async function continueFromHub (ctx: AppContext, job: JobRow, via: Via, repo: st
   const dirs = sourceDirs(ctx, job.id)
   const base = rootBaseId(job.model)
   if (existsSync(join(dir, 'adapter_config.json'))) {
-    const config = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>
+    const config = await readJson(join(dir, 'adapter_config.json'), repo)
     const { r, lora_alpha: alpha, base_model_name_or_path: on } = config
     if (typeof r !== 'number' || typeof alpha !== 'number') throw new HubError('invalid_model', `${repo}'s adapter_config.json has no r or lora_alpha.`)
     if (typeof on === 'string' && isHubRepoName(on) && on !== base) {
@@ -120,13 +121,21 @@ async function continueFromHub (ctx: AppContext, job: JobRow, via: Via, repo: st
     await updateJob(ctx.db, job.id, { hyperparameters: { ...job.hyperparameters, lora_r: r, lora_alpha: alpha } })
     await appendEvent(ctx.db, job.id, { message: `Continuing from ${repo}@${commit.slice(0, 12)}: its LoRA adapter (r=${r}, alpha=${alpha}) keeps training on ${base}` })
   } else if (existsSync(join(dir, 'config.json'))) {
-    const why = ctx.models.support.unsupportedReason(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')))
+    const why = ctx.models.support.unsupportedReason(await readJson(join(dir, 'config.json'), repo))
     if (why) throw new HubError('unsupported_model', `${repo} cannot be fine-tuned here: ${why}`)
     await placeFolder(dir, dirs.weights, {})
     await appendEvent(ctx.db, job.id, { message: `Continuing from ${repo}@${commit.slice(0, 12)}: its weights are the starting point` })
   } else {
     throw new HubError('invalid_model', `${repo} holds neither a PEFT adapter (adapter_config.json) nor a model (config.json).`)
   }
+}
+
+async function readJson (path: string, repo: string): Promise<Record<string, unknown>> {
+  try {
+    const value: unknown = JSON.parse(await readFile(path, 'utf8'))
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>
+  } catch {}
+  throw new HubError('invalid_model', `${repo}'s ${basename(path)} is not a JSON object.`)
 }
 
 /** `from`'s files hard-linked into `to` (train-job.ts reads it once it holds .complete); `replace` written anew. */

@@ -51,7 +51,9 @@ export async function modelsPullCommand (
     console.log(done.fetched ? `pulled ${repo} into ${done.dir}` : `${repo} is already in ${done.dir}`)
     return 0
   } catch (err) {
-    console.error(hubFailure(err, repo, config.hub, config.modelsDir).message)
+    const failure = hubFailure(err, repo, config.hub, config.modelsDir)
+    if (!failure) throw err
+    console.error(failure.message)
     return 1
   } finally {
     process.off('SIGINT', stop)

@@ -41,6 +41,7 @@ async function pushOne (ctx: AppContext, job: JobRow, target: HfExport): Promise
   const files = await getFiles(ctx.db, job.project_id, checkpoint.result_files)
   if (files.length !== checkpoint.result_files.length) throw new Error('some of the checkpoint\'s result files were deleted')
   const named = files.map(f => ({ path: f.filename.slice(f.filename.indexOf('/') + 1), blobPath: ctx.blobs.pathOf(f.id) }))
+    .sort((a, b) => a.path.localeCompare(b.path))
   const card = modelCard({
     repo: target.output_repo_name,
     baseModel: rootBaseId(job.model),
