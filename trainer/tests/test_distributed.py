@@ -22,6 +22,8 @@ import torch
 from helpers import TRAINER_DIR, chat_docs, make_spec, write_split
 from opentune_trainer import safetensors_io as st
 
+# bench/gpu-session.sh runs this file on 2 GPUs too (NCCL), in float32 like the CPU
+DEVICE = os.environ.get("OPENTUNE_TEST_DEVICE", "cpu")
 LOSS_RTOL = 1e-5
 NORM_RTOL = 1e-4
 WEIGHT_ATOL = 3e-5
@@ -61,6 +63,11 @@ def test_two_processes_train_as_one(tmp_path, tiny_dir, data, lora):
         tmp = tmp_path / f"n{nproc}"
         tmp.mkdir()
         spec = make_spec(str(tmp), tiny_dir, *data, batch_size=5, n_epochs=1, micro_batch_size=1, lora=lora)
+        with open(spec) as f:
+            s = json.load(f)
+        s.update(device=DEVICE, precision="float32")
+        with open(spec, "w") as f:
+            json.dump(s, f)
         runs[nproc] = _run(spec, nproc)
     one, two = runs[1], runs[2]
     assert [m["type"] for m in one] == [m["type"] for m in two]
