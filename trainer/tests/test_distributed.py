@@ -89,3 +89,19 @@ def test_two_processes_train_as_one(tmp_path, tiny_dir, data, lora):
     assert w1.keys() == w2.keys()
     moved = max(float((w2[k] - w1[k]).abs().max()) for k in w1)
     assert moved < WEIGHT_ATOL
+
+
+def test_too_large_is_refused_with_the_numbers_and_the_ways_out(monkeypatch):
+    """Llama-3.1-8B (8.03B parameters) fully fine-tuned on 80 GB GPUs: 16 bytes per parameter."""
+    from opentune_trainer import checkpoint, distributed
+
+    monkeypatch.setattr(checkpoint, "_free_cuda_memory", lambda device: 79 * 2**30)
+    gpu, n = torch.device("cuda", 0), 8_030_261_248
+    why = distributed.check_fits(n, False, torch.float32, gpu, distributed.SINGLE)
+    assert why.startswith("the model has 8.03B parameters × 16 bytes (float32 weights, gradients and two AdamW")
+    assert "about 131.6 GiB, and 79.0 GiB is free on cuda:0" in why
+    assert "lora: true (the frozen base in bfloat16 needs about 16.5 GiB)" in why
+    assert '2 or more GPUs (extra_body {"opentune": {"gpus": 2}}' in why
+    two = distributed.World(rank=0, size=2, local_rank=0)
+    assert distributed.check_fits(n, False, torch.float32, gpu, two) is None  # FSDP2 shards it: 65.8 GiB each
+    assert distributed.check_fits(n, True, torch.bfloat16, gpu, distributed.SINGLE) is None
