@@ -98,6 +98,7 @@ export class TrainerLines {
     this.#startedAt = Date.now()
     await truncateMetricsLog(this.metricsLog, line.start_step)
     await dropMetricsAfter(db, this.job.id, line.start_step) // the stored series, alike
+    this.trackers?.started(line.start_step) // runs get the stored steps they lack up to there
     await this.#registerUnreadCheckpoints(line.start_step)
     const resumed = line.start_step > 0 || this.job.status === 'running'
     // where it runs, so a GPU user sees at once that a job trains on the CPU

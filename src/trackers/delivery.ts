@@ -14,6 +14,8 @@ export interface DeliveryOptions {
   capacity: number // steps queued; when full the oldest is dropped
   load: () => Promise<RunState | null>
   save: (state: RunState) => Promise<void>
+  /** The steps after `afterStep` up to `toStep` as the job stored them (for a resumed attempt). */
+  stored: (afterStep: number, toStep: number) => Promise<StepPoint[]>
   /** A job event; never throws (a failing database must not stop the sender either). */
   event: (level: 'info' | 'warn' | 'error', message: string) => Promise<void>
   log: FastifyBaseLogger
@@ -34,6 +36,7 @@ export class Delivery {
   #stop = new AbortController() // the flush time ran out, or the service is stopping
   #stopReason = ''
   #disabled = false
+  #backfillTo: number | null = null
   readonly #done: Promise<void>
 
   constructor (private readonly tracker: Tracker, private readonly opts: DeliveryOptions) {
@@ -52,6 +55,15 @@ export class Delivery {
       this.#dropped++
     }
     this.#queue.push(p)
+    this.#wake?.()
+  }
+
+  /**
+   * A resumed trainer starts after `startStep`: the steps up to it that the run does not hold yet
+   * (reported before a restart or a crash, but never acknowledged) are sent from the job's store.
+   */
+  backfill (startStep: number): void {
+    this.#backfillTo = startStep
     this.#wake?.()
   }
 
@@ -80,7 +92,9 @@ export class Delivery {
       this.tracker.close()
     }
     const missed = this.#lost + this.#dropped + this.#queue.length
-    if (missed > 0) {
+    if (missed > 0 && status === null) {
+      await this.opts.event('info', `${this.tracker.label}: ${missed} steps not sent yet; they are sent when the job resumes.`)
+    } else if (missed > 0) {
       const full = this.#dropped > 0 ? `, ${this.#dropped} of them dropped from a full queue` : ''
       await this.opts.event('warn', `${this.tracker.label}: ${missed} of ${this.#received} steps were not delivered${full}. Training was not affected.`)
     } else if (this.#state.runId !== null && status) {
@@ -103,6 +117,12 @@ export class Delivery {
     await this.opts.event('info', `${continuing ? 'Continuing' : 'Logging metrics to'} ${this.tracker.label}`)
     for (;;) {
       if (this.#stop.signal.aborted) break
+      if (this.#backfillTo !== null) {
+        const to = this.#backfillTo
+        this.#backfillTo = null
+        // before what is queued: those are the steps after the resumed trainer's start
+        if (to > this.#state.lastStep) this.#queue.unshift(...await this.opts.stored(this.#state.lastStep, to))
+      }
       if (this.#queue.length === 0) {
         if (this.#closing) break
         await new Promise<void>(resolve => { this.#wake = resolve })
@@ -115,7 +135,8 @@ export class Delivery {
       const failed = await this.#try(signal => this.tracker.send(batch, this.#state, signal))
       if (failed) {
         this.#lost += batch.length
-        if (this.#gaveUp++ === 0) {
+        const resumesLater = this.#closing?.status === null && this.#stop.signal.aborted
+        if (this.#gaveUp++ === 0 && !resumesLater) {
           const steps = batch.length === 1 ? `step ${batch[0]?.step}` : `steps ${batch[0]?.step}–${batch.at(-1)?.step}`
           await this.opts.event('warn', `${this.tracker.label}: gave up sending ${steps} (${failed}); training goes on and later steps are still sent.`)
         }

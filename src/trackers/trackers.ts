@@ -5,9 +5,11 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../context.js'
 import { getFile } from '../files/files.store.js'
+import { checkpointMetrics } from '../fine-tuning/checkpoints.store.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import type { Integration } from '../fine-tuning/integrations.js'
 import { getJobById, type JobRow } from '../fine-tuning/jobs.store.js'
+import { listStepMetrics } from '../fine-tuning/metrics.store.js'
 import type { TrainerLine } from '../runner/protocol.js'
 import { Delivery } from './delivery.js'
 import { TrackerError } from './http.js'
@@ -38,6 +40,11 @@ export class TrackerSet {
     private readonly deliveries: readonly Delivery[],
     private readonly log: FastifyBaseLogger
   ) {}
+
+  /** The trainer (re)started after `startStep`: what the runs lack up to there comes from the store. */
+  started (startStep: number): void {
+    if (startStep > 0) for (const d of this.deliveries) d.backfill(startStep)
+  }
 
   step (line: MetricsLine): void {
     if (this.deliveries.length === 0) return
@@ -102,6 +109,7 @@ export function startTrackers (ctx: AppContext, job: JobRow, log: FastifyBaseLog
       backoffMs: cfg.backoffMs,
       capacity: cfg.queueSteps,
       load: async () => await loadRun(ctx.db, job.id, slot),
+      stored: async (afterStep, toStep) => await storedSteps(ctx, job.id, afterStep, toStep),
       save: async (state) => {
         await saveRun(ctx.db, job.id, slot, tracker.kind, state).catch((err: unknown) => scoped.warn({ err }, 'saving the tracker run failed'))
       },
@@ -134,6 +142,19 @@ function makeTracker (
     return mlflowTracker(config, facts, { timeoutMs, ca: async () => await certificate(ctx, job, config) })
   }
   return null
+}
+
+async function storedSteps (ctx: AppContext, jobId: string, afterStep: number, toStep: number): Promise<StepPoint[]> {
+  const rows = (await listStepMetrics(ctx.db, jobId, { afterStep })).filter(r => r.step <= toStep)
+  const validated = await checkpointMetrics(ctx.db, jobId)
+  return rows.map(r => ({
+    step: r.step,
+    timestampMs: Date.now(),
+    values: {
+      ...finite(STEP_KEYS.map(k => [k, r[k]])),
+      ...finite(Object.entries(validated.get(r.step) ?? {}).filter(([k]) => k.includes('valid'))),
+    },
+  }))
 }
 
 /** The CA of an MLflow server: a file of the project (certificate_file_id), or PEM text in certificate_file. */

@@ -39,6 +39,7 @@ function delivery (tracker: Tracker, capacity = 100) {
     backoffMs: 1,
     capacity,
     load: async () => null,
+    stored: async () => [],
     save: async () => {},
     event: async (level, message) => { events.push({ level, message }) },
     log: pino({ level: 'silent' }),
