@@ -240,11 +240,12 @@ def attend(
         return y.transpose(0, 1)[None]
     if docs.kernel == "flex":
         return _compiled_flex()(q, k, v, block_mask=docs.block_mask, enable_gqa=n_rep > 1)
-    out, s = [], 0
-    for n in docs.lengths:
-        out.append(causal_attend(q[:, :, s : s + n], k[:, :, s : s + n], v[:, :, s : s + n], docs.window))
-        s += n
-    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+    if len(docs.lengths) == 1:
+        return causal_attend(q, k, v, docs.window)
+    # split, not slices: the backward of a slice writes into a zero tensor of the whole row (one per
+    # document, quadratic in the number of documents); split's backward is a single cat
+    parts = zip(*(t.split(docs.lengths, dim=2) for t in (q, k, v)), strict=True)
+    return torch.cat([causal_attend(qd, kd, vd, docs.window) for qd, kd, vd in parts], dim=2)
 
 
 # ------------------------------------------------------------------ the former path (bench, inference)
