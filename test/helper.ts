@@ -44,6 +44,7 @@ export async function testConfig (
     OPENTUNE_DATA_DIR: dataDir,
     OPENTUNE_MODELS_DIR: join(dataDir, 'models'),
     LOG_LEVEL: 'silent',
+    HF_HUB_OFFLINE: '1', // never the real Hugging Face Hub: test/hub/ plays it with a stand-in
     ...(dialect === 'postgres' ? { OPENTUNE_DATABASE_URL: POSTGRES_URL, OPENTUNE_DATABASE_SCHEMA: schema } : {}),
     ...env,
   })

@@ -140,7 +140,8 @@ export class HubStandin {
     if (cut !== undefined && slice.length > 1 && cut < slice.length) {
       repo.cutAfter?.delete(path)
       entry.bodyBytes = cut
-      res.write(slice.subarray(0, cut), () => { setTimeout(() => res.socket?.destroy(), 20) })
+      // FIN, not RST: what was written arrives, then the body ends short of its Content-Length
+      res.write(slice.subarray(0, cut), () => { res.socket?.end() })
       return
     }
     entry.bodyBytes = slice.length

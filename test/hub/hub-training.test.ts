@@ -30,7 +30,7 @@ describe('Hub models, checkpoints and pushes with real training', () => {
     hub = new HubStandin()
     await hub.start()
     hub.writers.add('hf_write')
-    const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu', HF_ENDPOINT: hub.url })
+    const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu', HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: '' })
     cleanup = made.cleanup
     service = await startService({ ...made.config, port: 0 })
     const tiny = service.ctx.models.find('opentune/tiny-llama')
