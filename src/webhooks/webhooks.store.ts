@@ -140,7 +140,8 @@ export async function recordAttempt (
     await trx.updateTable('webhook_endpoints')
       .set({
         last_delivery_at: at,
-        last_delivery_status: outcome.status,
+        // the endpoint tells how its receiver answered last: a failure to be retried is a failure there
+        last_delivery_status: outcome.status === 'succeeded' ? 'succeeded' : 'failed',
         last_status_code: outcome.statusCode,
         last_error: outcome.error,
       })
