@@ -44,7 +44,11 @@ export function mlflowTracker (
     maxBatch: Math.floor(MAX_METRICS / 12),
     secrets: [cfg.password ?? '', headers.authorization?.slice('Basic '.length) ?? ''],
     async open (state, signal) {
-      if (state.runId !== null) return // a run a previous attempt created: it goes on
+      const named = (id: string) => `MLflow run ${id} (${cfg.run_name ?? run.jobId}) at ${cfg.tracking_uri}`
+      if (state.runId !== null) { // a run a previous attempt created: it goes on
+        tracker.label = named(state.runId)
+        return
+      }
       const name = cfg.experiment_name
       const experimentId = name === null ? DEFAULT_EXPERIMENT : await experiment(name, signal)
       const tags = { ...cfg.tags, 'opentune.job_id': run.jobId, 'opentune.base_model': run.model }
@@ -57,7 +61,7 @@ export function mlflowTracker (
       const runId = (body.run as { info?: { run_id?: unknown } } | undefined)?.info?.run_id
       if (typeof runId !== 'string' || !runId) throw new TrackerError('MLflow answered runs/create without a run_id', false)
       state.runId = runId
-      tracker.label = `MLflow run ${runId} (${cfg.run_name ?? run.jobId}) at ${cfg.tracking_uri}`
+      tracker.label = named(runId)
       const params = Object.entries(run.config).slice(0, MAX_PARAMS)
         .map(([key, value]) => ({ key, value: typeof value === 'string' ? value : JSON.stringify(value) }))
       await call('POST', '/runs/log-batch', { run_id: runId, params }, signal)
