@@ -53,12 +53,16 @@ const inFlight = new Map<string, Promise<Downloaded>>()
 
 /** The repo's needed files in `dest`, downloading them unless they are there already. */
 export async function downloadRepo (req: DownloadRequest): Promise<Downloaded> {
-  if (isComplete(req.dest)) return { dir: req.dest, commit: null, fetched: false }
-  const running = inFlight.get(req.dest)
-  if (running) {
+  for (let running; (running = inFlight.get(req.dest)) !== undefined;) {
     req.onWait?.()
-    return { ...(await running), fetched: false }
+    try {
+      return { ...(await running), fetched: false }
+    } catch (err) {
+      // the job downloading it was cancelled, or its runner stopped: this one carries on from its files
+      if ((err as Error | undefined)?.name !== 'AbortError' || req.signal?.aborted) throw err
+    }
   }
+  if (isComplete(req.dest)) return { dir: req.dest, commit: null, fetched: false }
   const lock = join(req.workDir, 'locks', `${req.repo.replace('/', '--')}.lock`)
   const work = withRepoLock(lock, req.signal, () => req.onWait?.(), async () => {
     if (isComplete(req.dest)) return { dir: req.dest, commit: null, fetched: false } // another process did it

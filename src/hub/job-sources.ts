@@ -11,7 +11,7 @@ import { rootBaseId } from '../fine-tuning/continue-from.js'
 import { appendEvent, type NewEvent } from '../fine-tuning/events.store.js'
 import { sourceDirs } from '../fine-tuning/job-dir.js'
 import { failJob } from '../fine-tuning/jobs.service.js'
-import { updateJob, type JobRow } from '../fine-tuning/jobs.store.js'
+import { getJobById, updateJob, type JobRow } from '../fine-tuning/jobs.store.js'
 import { downloadRepo, type DownloadProgress, type DownloadRequest } from './download.js'
 import { HubError, hubAccess, hubFailure, type HubAccess } from './hub-access.js'
 import { isHubRepoName, publicHubCheckpoint } from './hub-checkpoint.js'
@@ -20,13 +20,20 @@ import { unsealToken } from './sealed-token.js'
 export const hubWorkDir = (ctx: Pick<AppContext, 'config'>) => join(ctx.config.modelsDir, '.hub')
 
 const PROGRESS_EVERY_MS = 5_000
+const CANCEL_POLL_MS = 1_000
 
 /** True when the job can go on to its data; false once it has been failed. Throws when aborted. */
-export async function prepareHubSources (ctx: AppContext, job: JobRow, signal: AbortSignal): Promise<boolean> {
+export async function prepareHubSources (ctx: AppContext, job: JobRow, shutdown: AbortSignal): Promise<boolean> {
   const base = rootBaseId(job.model)
   const needsBase = !ctx.models.find(base) && isHubRepoName(base)
   const from = job.from_checkpoint
   if (!needsBase && !from) return true
+  // a download can take hours: a user's cancel stops it (what is on disk stays for the next job)
+  const cancel = new AbortController()
+  const watch = setInterval(() => {
+    getJobById(ctx.db, job.id).then(now => { if (now?.status === 'cancelled') cancel.abort() }, () => {})
+  }, CANCEL_POLL_MS)
+  const signal = AbortSignal.any([shutdown, cancel.signal])
   const sealed = from?.sealed_token
   const token = sealed ? await unsealToken(ctx.config.dataDir, sealed) : null
   let repo = needsBase ? base : from?.repo ?? base
@@ -46,15 +53,17 @@ export async function prepareHubSources (ctx: AppContext, job: JobRow, signal: A
     }
     return true
   } catch (err) {
-    signal.throwIfAborted() // shutting down: the job is validated again later, resuming the files
+    shutdown.throwIfAborted() // shutting down: the job is validated again later, resuming the files
+    if (cancel.signal.aborted) return false // cancelled: it has its status and event already
     const failure = hubFailure(err, repo, ctx.config.hub, ctx.config.modelsDir)
     if (!failure) throw err // ours: the runner fails the job as internal_error and logs it
     const param = failure.code === 'storage_full' || failure.code === 'hub_unreachable' ? null : repo === base ? 'model' : 'from_checkpoint'
     await failJob(ctx.db, job.id, { code: failure.code, message: failure.message, param })
     return false
   } finally {
+    clearInterval(watch)
     // the token served this download only; it is not kept, sealed or not
-    const used = from && sealed && !signal.aborted
+    const used = from && sealed && !shutdown.aborted
     if (used) await updateJob(ctx.db, job.id, { from_checkpoint: publicHubCheckpoint(from) })
   }
 }

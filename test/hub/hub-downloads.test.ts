@@ -96,6 +96,21 @@ for (const dialect of DIALECTS) {
       assert.equal((await finished(env, id)).status, 'succeeded')
     })
 
+    it('stops a download when its job is cancelled, keeping what arrived for the next job', async () => {
+      hub.addRepo('someorg/slow', await modelRepoFiles(undefined, safetensorsOf(16 * 1024)), { stall: new Set(['model.safetensors']) })
+      const id = await newJob(env, { model: 'someorg/slow' })
+      const drained = makeRunner(env).drain()
+      await waitFor('the transfer to start', async () => hub.transfers('someorg/slow', 'model.safetensors').length > 0)
+      const res = await env.app.inject({ method: 'POST', url: `${JOBS}/${id}/cancel`, headers: env.auth() })
+      assert.equal(res.statusCode, 200, res.body)
+      await drained // the runner's validation slot is free again
+      assert.equal((await get(env, `${JOBS}/${id}`)).status, 'cancelled')
+      assert.ok(!existsSync(join(env.config.modelsDir, 'someorg', 'slow')), 'no model folder from half a download')
+      const partial = join(env.config.modelsDir, '.hub', 'partial')
+      assert.ok(readdirSync(partial).some(d => d.startsWith('someorg--slow@')), 'its files so far are kept')
+      assert.ok(!existsSync(join(env.config.modelsDir, '.hub', 'locks', 'someorg--slow.lock')), 'the lock is let go')
+    })
+
     it('fails the job naming the cause: unknown repo, gated repo, unsupported architecture, corrupt file', async () => {
       hub.addRepo('someorg/gated', await modelRepoFiles(undefined, safetensorsOf(1024)), { readers: new Set(['hf_granted']) })
       const tiny = JSON.parse((await readFile(join(ROOT, 'models', 'opentune', 'tiny-llama', 'config.json'), 'utf8')))

@@ -18,6 +18,8 @@ export interface StandinRepo {
   corrupt?: Set<string>
   /** Path → bytes after which the next full transfer is cut (once). */
   cutAfter?: Map<string, number>
+  /** Paths whose transfers send 1000 bytes, then nothing more (until the stand-in closes). */
+  stall?: Set<string>
 }
 
 export interface StandinRequest {
@@ -136,6 +138,11 @@ export class HubStandin {
     res.statusCode = r ? 206 : 200
     if (r) res.setHeader('Content-Range', `bytes ${start}-${end}/${bytes.length}`)
     res.setHeader('Content-Length', slice.length)
+    if (repo.stall?.has(path) && slice.length > 1) {
+      entry.bodyBytes = 1000
+      res.write(slice.subarray(0, 1000))
+      return
+    }
     const cut = repo.cutAfter?.get(path)
     if (cut !== undefined && slice.length > 1 && cut < slice.length) {
       repo.cutAfter?.delete(path)
