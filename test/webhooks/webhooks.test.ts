@@ -6,7 +6,10 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { InvalidWebhookSignatureError } from 'openai'
+import { openContext } from '../../src/context.js'
 import { retryDelayMs, WebhookDelivery } from '../../src/webhooks/delivery.js'
+import { webhooksCommand } from '../../src/webhooks/webhooks-command.js'
+import { enqueueJobWebhooks } from '../../src/webhooks/webhooks.service.js'
 import { createJob, DIALECTS, makeTestEnv, uploadFile, type TestEnv } from '../helper.js'
 import { get, JOBS, makeRunner, newJob, waitFor } from '../runner/helpers.js'
 import { assertJobEvent, startReceiver, unwrap, type Received, type Receiver } from './receiver.js'
@@ -180,6 +183,46 @@ for (const dialect of DIALECTS) {
       const endpoint = (await api('GET', `${HOOKS}/${ids.get('/down')}`)).json()
       assert.equal(endpoint.last_delivery.status, 'failed')
       assert.equal(endpoint.last_delivery.status_code, 500)
+      assert.equal((await api('DELETE', `${HOOKS}/${ids.get('/down')}`)).statusCode, 200) // it would keep failing
+    })
+
+    it('sends each delivery once with several workers claiming side by side (two service processes)', async () => {
+      await addEndpoint('/many', { events: ['fine_tuning.job.cancelled'] })
+      const jobIds = Array.from({ length: 40 }, (_, i) => `ftjob-many${String(i).padStart(28, '0')}`)
+      for (const id of jobIds) {
+        await enqueueJobWebhooks(env.ctx.db, { id, project_id: env.projectId, finished_at: 1 }, 'cancelled')
+      }
+      const other = await openContext(env.config) // a second process's connections to the same database
+      try {
+        const workers = [other, env.ctx].map(ctx => new WebhookDelivery(ctx, { log: env.app.log }))
+        await Promise.all([...workers, ...workers].map(async w => await w.runOnce()))
+        const got = await receiver.waitFor('/many', jobIds.length)
+        await new Promise(resolve => setTimeout(resolve, 300)) // a double send would have come by now
+        const all = receiver.received.filter(r => r.path === '/many')
+        assert.equal(new Set(all.map(r => r.headers['webhook-id'])).size, all.length, 'no webhook-id sent twice')
+        assert.equal(got.length, jobIds.length)
+      } finally {
+        await other.store.close()
+      }
+    })
+
+    it('opentune webhooks add, list and remove', async (t) => {
+      const lines: string[] = []
+      t.mock.method(console, 'log', (line: string) => { lines.push(line) })
+      assert.equal(await webhooksCommand(env.config, 'add', ['--project', 'main', '--url', `${receiver.url}/cli`,
+        '--events', 'fine_tuning.job.failed']), 0)
+      const secret = lines.at(-1)!
+      const id = /webhook (whep_\w+)/.exec(lines[0]!)?.[1]
+      assert.match(secret, /^whsec_/)
+      assert.deepEqual((await api('GET', `${HOOKS}/${id}`)).json().events, ['fine_tuning.job.failed'])
+      lines.length = 0
+      assert.equal(await webhooksCommand(env.config, 'list', ['--project', 'main']), 0)
+      const expected = `${id}  ${receiver.url}/cli  events=fine_tuning.job.failed  last=none`
+      assert.ok(lines.includes(expected), lines.join('\n'))
+      assert.ok(!lines.join('\n').includes(secret.slice(6)))
+      assert.equal(await webhooksCommand(env.config, 'remove', [id!, '--project', 'other']), 1, 'another project\'s')
+      assert.equal(await webhooksCommand(env.config, 'remove', [id!, '--project', 'main']), 0)
+      assert.equal((await api('GET', `${HOOKS}/${id}`)).statusCode, 404)
     })
 
     it('a removed endpoint gets no more deliveries', async () => {
@@ -188,7 +231,7 @@ for (const dialect of DIALECTS) {
       assert.equal((await api('GET', `${HOOKS}/${id}`)).statusCode, 404)
       const job = await cancelledJob()
       const rows = await env.ctx.db.selectFrom('webhook_deliveries').select('endpoint_id').where('job_id', '=', job).execute()
-      assert.deepEqual(rows.map(r => r.endpoint_id).sort(), [ids.get('/all'), ids.get('/down')].sort())
+      assert.deepEqual(rows.map(r => r.endpoint_id).sort(), [ids.get('/all'), ids.get('/many')].sort())
     })
   })
 }
