@@ -1,6 +1,7 @@
 // An MLflow run through MLflow's REST API 2.0 (mlflow.org/docs/latest/rest-api.html): the
 // experiment by name (created if missing), runs/create, runs/log-batch (metrics with step and
-// timestamp; at most 1000 metrics a request), runs/update (FINISHED | FAILED | KILLED, end_time).
+// timestamp; at most 1000 metrics a request), runs/update (FINISHED | FAILED | KILLED, end_time);
+// runs/get when a resumed job continues its run.
 // Basic auth when a username is given; a CA certificate (PEM) given goes to the HTTPS agent as `ca`.
 import type http from 'node:http'
 import { basicAuth, makeAgent, requestJson, TrackerError } from './http.js'
@@ -47,6 +48,11 @@ export function mlflowTracker (
       const named = (id: string) => `MLflow run ${id} (${cfg.run_name ?? run.jobId}) at ${cfg.tracking_uri}`
       if (state.runId !== null) { // a run a previous attempt created: it goes on
         tracker.label = named(state.runId)
+        // a batch that arrived as the last attempt was cut off is in the run, though never acknowledged:
+        // the run's latest metrics (runs/get) say up to which step, so it is not logged twice
+        const body = await call('GET', `/runs/get?run_id=${encodeURIComponent(state.runId)}`, undefined, signal)
+        const latest = (body.run as { data?: { metrics?: Array<{ step?: unknown }> } } | undefined)?.data?.metrics ?? []
+        state.lastStep = Math.max(state.lastStep, ...latest.map(m => Number(m.step)).filter(Number.isFinite))
         return
       }
       const name = cfg.experiment_name

@@ -1,7 +1,7 @@
 // Stand-ins for the two trackers, as HTTP servers inside the test: the part of each service's API
 // that opentune calls (src/trackers/). W&B: GraphQL `upsertBucket` at /graphql and the run's
 // file_stream (history lines placed at their offset, summary, {complete, exitcode}), Basic
-// `api:<key>`. MLflow REST API 2.0: experiments/get-by-name|create, runs/create, runs/log-batch,
+// `api:<key>`. MLflow REST API 2.0: experiments/get-by-name|create, runs/create, runs/get, runs/log-batch,
 // runs/update, Basic auth, over HTTPS with its own certificate when one is given.
 // mode 'error' answers every request 500; 'hang' never answers (the requests stay open).
 import { once } from 'node:events'
@@ -152,7 +152,13 @@ export async function startMlflow (
       runs.set(id, { run_id: id, experiment_id: body.experiment_id, run_name: body.run_name, tags, params: {}, metrics: [], status: 'RUNNING', end_time: null })
       return { status: 200, json: { run: { info: { run_id: id, run_name: body.run_name, status: 'RUNNING' }, data: {} } } }
     }
-    const run = runs.get(body.run_id)
+    const run = runs.get(body.run_id ?? url.searchParams.get('run_id'))
+    if (path === `${api}/runs/get` && run) {
+      const latest = new Map<string, MlflowRun['metrics'][number]>()
+      for (const m of run.metrics) if ((latest.get(m.key)?.step ?? -1) <= m.step) latest.set(m.key, m)
+      const info = { run_id: run.run_id, status: run.status }
+      return { status: 200, json: { run: { info, data: { metrics: [...latest.values()] } } } }
+    }
     if (!run) return { status: 404, json: { error_code: 'RESOURCE_DOES_NOT_EXIST', message: 'no run' } }
     if (path === `${api}/runs/log-batch`) {
       if ((body.metrics?.length ?? 0) > 1000) return { status: 400, json: { error_code: 'INVALID_PARAMETER_VALUE', message: 'too many' } }
