@@ -219,8 +219,14 @@ def causal_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Docs | None, window: int | None = None
 ) -> torch.Tensor:
-    """q [B, H, T, d], k/v [B, KV, T, d] → [B, H, T, d]. `docs` None: each row one document;
-    else B = 1 and the row holds `docs.lengths` end to end."""
+    """q [B, H, T, d], k/v [B, KV, T, d] → [B, H, T, d], laid out as [B, T, H, d] in memory (what SDPA
+    returns, and what o_proj reads without a copy; one layout also means one compiled graph after
+    attention). `docs` None: each row one document; else B = 1 and the row holds `docs.lengths`."""
+    y = _attend(q, k, v, docs, window)
+    return y.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _attend(q, k, v, docs: Docs | None, window: int | None) -> torch.Tensor:
     if docs is None:
         return causal_attend(q, k, v, window)
     n_rep = q.shape[1] // k.shape[1]

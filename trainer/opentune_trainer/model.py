@@ -198,7 +198,10 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, docs: attention.Docs | None):
         q, k, v = _run(self, "pre", x, cos, sin)
-        return _run(self, "post", x, attention.attend(q, k, v, docs, self.self_attn.window))
+        y = attention.attend(q, k, v, docs, self.self_attn.window)
+        if getattr(self, "compiled", None) is not None:
+            torch._dynamo.maybe_mark_dynamic(y, 2)  # [B, H, T, hd]: any length, one graph
+        return _run(self, "post", x, y)
 
 
 class Decoder(nn.Module):

@@ -3,14 +3,17 @@ by default) and torch.compile'd blocks against eager. On torch before 2.x (Debia
 the compile test skips."""
 
 import copy
+import io
+import json
+from unittest import mock
 
 import pytest
 import torch
 
 from helpers import chat_docs, make_spec, write_split
-from opentune_trainer import checkpoint
+from opentune_trainer import checkpoint, protocol
 from opentune_trainer.lora import apply_lora
-from opentune_trainer.model import compile_blocks
+from opentune_trainer.model import compile_blocks, compile_stats
 from opentune_trainer.spec import load_spec
 from opentune_trainer.train import Trainer
 
@@ -79,8 +82,26 @@ def test_a_compiler_failure_falls_back_to_eager(tiny_dir):
     compiled = copy.deepcopy(eager)
     assert compile_blocks(compiled, backend=broken_backend)
     x = torch.randint(0, 256, (1, 32))
-    with torch.no_grad():
+    out = io.StringIO()
+    with torch.no_grad(), mock.patch.object(protocol, "_out", out):
         torch.testing.assert_close(compiled.logits(x), eager.logits(x))
+    said = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(m["level"], m["message"].split(":")[0]) for m in said] == [
+        ("warn", "torch.compile failed, training continues without it (slower)")
+    ]  # once, not once per block
+
+
+@pytest.mark.skipif(not hasattr(torch.nn.Module, "compile"), reason="torch.compile needs torch ≥ 2.2")
+def test_one_graph_per_shape_family_whatever_the_length(tiny_dir):
+    """Micro-batches of every length share one graph per block half (the sequence dimension is
+    dynamic; every layer reuses it); packed documents do not enter the graph."""
+    model = checkpoint.load_model(tiny_dir, "cpu", torch.float32)
+    assert compile_blocks(model, backend="eager")  # dynamo's graphs without Inductor's codegen: fast
+    graphs = []
+    for n, docs in ((40, [40]), (72, [30, 42]), (117, [17, 50, 50])):
+        model(torch.randint(0, 256, (1, n)), doc=docs if len(docs) > 1 else None).sum().backward()
+        graphs.append(compile_stats()["graphs"])
+    assert graphs[0] == graphs[1] == graphs[2]  # compiled at the first length, no recompile after
 
 
 def test_qwen3_full_fine_tune_under_bf16_gives_attention_one_dtype(monkeypatch):
