@@ -187,7 +187,17 @@ export class HubStandin {
   }
 }
 
+const entries = new WeakMap<Buffer, ReturnType<typeof hashedEntry>>() // hashed once per file content
+
 function treeEntry (path: string, bytes: Buffer) {
+  const known = entries.get(bytes)
+  if (known?.path === path) return known
+  const entry = hashedEntry(path, bytes)
+  entries.set(bytes, entry)
+  return entry
+}
+
+function hashedEntry (path: string, bytes: Buffer) {
   const oid = createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex')
   const lfs = bytes.length >= LFS_MIN ? { oid: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, pointerSize: 134 } : undefined
   return { type: 'file', path, size: bytes.length, oid, ...(lfs ? { lfs } : {}) }
