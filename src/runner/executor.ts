@@ -83,7 +83,7 @@ const executors = new WeakMap<AppContext, Executor>()
 export function executorFor (ctx: AppContext): Executor {
   let executor = executors.get(ctx)
   if (!executor) {
-    executor = ctx.config.executor === 'slurm' ? new SlurmExecutor(ctx) : new LocalExecutor()
+    executor = ctx.config.executor === 'slurm' ? new SlurmExecutor(ctx) : new LocalExecutor(ctx.config)
     executors.set(ctx, executor)
   }
   return executor

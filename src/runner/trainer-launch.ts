@@ -8,7 +8,6 @@ import type { JobError } from '../fine-tuning/jobs.schemas.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { gpuPool } from './gpu-devices.js'
 import type { TrainerLine } from './protocol.js'
-import { trainerEnv } from './trainer-env.js'
 
 /** Where a job asks for its GPUs: `extra_body: {"opentune": {"gpus": N}}` in the request body. */
 export const GPUS_PARAM = 'extra_body.opentune.gpus'
@@ -36,46 +35,51 @@ export function gpusAsked (job: JobRow, config: Readonly<Config>): { n: number, 
   return { n: raw, asked: true }
 }
 
-/** The command line: one process, or torchrun with one process per GPU. */
-export function trainerArgv (python: string, nproc: number, specPath: string, command?: readonly string[]): string[] {
+/**
+ * The command line: `command` (python -m opentune_trainer) as it is for one process, under
+ * torchrun with one process per GPU for several; another command (tests' scripted trainer) as it is.
+ */
+export function trainerArgv (command: readonly string[], nproc: number, specPath: string): string[] {
   const train = ['train', '--spec', specPath]
-  if (command) return [...command, ...train] // tests: a scripted trainer, whatever the GPU count
-  if (nproc <= 1) return [python, '-m', 'opentune_trainer', ...train]
+  const [python, ...rest] = command
+  const ours = rest.length === 2 && rest[0] === '-m' && rest[1] === 'opentune_trainer'
+  if (nproc <= 1 || !ours || !python) return [...command, ...train]
   // --standalone: a rendezvous on a free local port, so concurrent jobs never collide
   return [python, '-m', 'torch.distributed.run', '--standalone', `--nproc_per_node=${nproc}`, '-m', 'opentune_trainer', ...train]
 }
 
 /**
- * GPUs from the pool (waiting until enough are free), argv and env; a JobError when the job asks
- * for what this runner cannot give; null when `stopped()` turned true while it waited.
+ * GPUs from the pool (waiting until enough are free), argv and env for the local executor
+ * (local-executor.ts); a JobError when the job asks for what this runner cannot give.
  */
 export async function prepareLaunch (
   config: Readonly<Config>,
   job: JobRow,
-  specPath: string,
-  opts: { command?: readonly string[], graceMs: number, stopped: () => boolean }
-): Promise<Launch | JobError | null> {
+  input: { specPath: string, command: readonly string[], env: NodeJS.ProcessEnv }
+): Promise<Launch | JobError> {
   const asked = gpusAsked(job, config)
   if ('code' in asked) return asked
+  const { specPath, command } = input
   const pool = await gpuPool(config)
-  const grace = new StopGrace(opts.graceMs, Math.max(opts.graceMs, config.stopGraceMaxSeconds * 1000))
-  const env = { ...trainerEnv(config), OPENTUNE_STOP_GRACE_S: String(grace.maxMs / 1000) }
+  const grace = new StopGrace(0, config.stopGraceMaxSeconds * 1000)
+  const env = { ...input.env, OPENTUNE_STOP_GRACE_S: String(grace.maxMs / 1000) }
   if (config.trainerDevice === 'cpu' || pool.size === 0) {
     if (asked.asked && asked.n > 1) {
       const where = config.trainerDevice === 'cpu' ? 'trains on the CPU (OPENTUNE_DEVICE=cpu)' : 'has no GPU (OPENTUNE_GPUS, nvidia-smi)'
       return { code: 'invalid_hyperparameters', param: GPUS_PARAM, message: `The job asks for ${asked.n} GPUs; this runner ${where}.` }
     }
-    return { argv: trainerArgv(config.python, 1, specPath, opts.command), env, gpus: [], grace, release: () => {} }
+    return { argv: trainerArgv(command, 1, specPath), env, gpus: [], grace, release: () => {} }
   }
   if (asked.n > pool.size) {
     const message = `The job asks for ${asked.n} GPUs (${asked.asked ? GPUS_PARAM : 'OPENTUNE_GPUS_PER_JOB'}); ` +
       `this runner has ${pool.size} (OPENTUNE_GPUS: ${pool.devices.join(',')}).`
     return { code: 'invalid_hyperparameters', param: asked.asked ? GPUS_PARAM : null, message }
   }
-  const lease = await pool.acquire(asked.n, opts.stopped)
-  if (!lease) return null
+  // a shutdown meanwhile stops the trainer as soon as it starts (train-job.ts): the other jobs
+  // stopping free their GPUs, so the wait ends
+  const lease = (await pool.acquire(asked.n, () => false))!
   return {
-    argv: trainerArgv(config.python, lease.ids.length, specPath, opts.command),
+    argv: trainerArgv(command, lease.ids.length, specPath),
     env: { ...env, CUDA_VISIBLE_DEVICES: lease.ids.join(',') },
     gpus: lease.ids,
     grace,
@@ -84,9 +88,9 @@ export async function prepareLaunch (
 }
 
 /**
- * From SIGTERM to SIGKILL: the runner's grace (10 s by default), longer for a trainer that says
- * its state write needs longer (`stop_s` in its started line, then the measured `seconds` of each
- * state it saved, ×1.5 + 5 s), up to OPENTUNE_STOP_GRACE_MAX_SECONDS. The trainer is told that
+ * From SIGTERM to SIGKILL: at least the runner's grace (10 s by default, `atLeast`), longer for a
+ * trainer that says its state write needs longer (`stop_s` in its started line, then the measured
+ * `seconds` of each state it saved, ×1.5 + 5 s), up to OPENTUNE_STOP_GRACE_MAX_SECONDS. The trainer is told that
  * maximum (OPENTUNE_STOP_GRACE_S) and writes no state at SIGTERM that would not fit in it: it keeps
  * the last whole one instead (docs/trainer-protocol.md §5).
  */
@@ -95,6 +99,9 @@ export class StopGrace {
   constructor (readonly baseMs: number, readonly maxMs: number) { this.#ms = baseMs }
 
   get ms (): number { return this.#ms }
+
+  /** The wait for a stop the runner would give `graceMs` (0 stays 0: a hung trainer gets SIGKILL). */
+  atLeast (graceMs: number): number { return graceMs === 0 ? 0 : Math.max(graceMs, this.#ms) }
 
   heard (line: TrainerLine): void {
     const fields = line as { stop_s?: unknown, seconds?: unknown }
