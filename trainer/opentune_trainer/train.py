@@ -21,10 +21,11 @@ import time
 
 import torch
 
-from . import checkpoint, data, distributed, state
+from . import attention, checkpoint, data, distributed, state
+from .batching import CHECKPOINT_STEPS, GIB, checkpoint_words, free_memory, memory_plan
 from .lora import apply_lora
 from .loss import linear_cross_entropy
-from .model import compile_blocks
+from .model import compile_blocks, compile_stats
 from .numerics import check_finite, diverged, is_oom, lr_at, update_overflow
 from .protocol import JobError, emit, first_call_phase, log, phase
 from .protocol import line as protocol_line
@@ -100,15 +101,15 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.weight_max = min(torch.finfo(p.dtype).max for p in self.params)  # largest trainable value
         self.model.train()
-        if cuda and os.environ.get("OPENTUNE_COMPILE", "1") != "0":
-            compile_blocks(self.model)  # fuses norm/RoPE/SwiGLU/LoRA adds
+        self.compiling = cuda and os.environ.get("OPENTUNE_COMPILE", "1") != "0" and compile_blocks(self.model)
+        self.graphs = 0  # torch.compile's graphs so far: a new one after the first step is a recompile
         self.opt = self._optimizer()
         n = len(self.train_split)
         self.steps_per_epoch = math.ceil(n / hp.batch_size)
         self.total_steps = hp.n_epochs * self.steps_per_epoch
         # round first: 0.07 × 100 is 7.000000000000001 in binary floating point, and ceil made it 8
         self.warmup = math.ceil(round(hp.warmup_ratio * self.total_steps, 9))
-        self.micro = spec.micro_batch_size or hp.batch_size
+        self.micro = self._plan_memory()  # a micro-batch's token budget (batching.py)
         self.step = 0
         self.last: dict[str, float | None] = {}  # metrics of the latest step
         self.fingerprint = self._fingerprint()
@@ -116,13 +117,62 @@ class Trainer:
             self._resume()
 
     def _compute_dtype(self, precision: str) -> torch.dtype | None:
-        """bf16 autocast dtype, or None for plain float32."""
+        """bf16 autocast dtype, or None for plain float32. bf16 on a GPU only where it is native
+        (compute capability ≥ 8.0): `is_bf16_supported()` also counts emulation, which is slower
+        than float32. Older GPUs train in float32 (float16 would need a gradient scaler)."""
         if precision == "float32":
             return None
+        if self.device.type != "cuda":  # CPU autocast has bf16 too (slowly, without AMX): only when asked
+            return torch.bfloat16 if precision == "bfloat16" else None
+        major, minor = torch.cuda.get_device_capability(self.device)
+        if major >= 8:
+            return torch.bfloat16
         if precision == "bfloat16":
-            return torch.bfloat16  # asked for explicitly: CPU autocast has it too (slowly, without AMX)
-        cuda = self.device.type == "cuda"
-        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+            log(
+                f"bfloat16 asked for, but this GPU (compute capability {major}.{minor}) has no native bf16: float32",
+                "warn",
+            )
+        return None
+
+    def _plan_memory(self) -> int:
+        """The token budget of a micro-batch and how many blocks to checkpoint, from the model and
+        the free memory (batching.memory_plan), and one line saying how the job runs: precision,
+        attention kernel, micro-batches. spec.micro_batch_size (rows) overrides the estimate."""
+        hp, longest = self.hp, self.train_split.seq_len
+        compute = self.amp or torch.float32
+        if self.spec.micro_batch_size:
+            budget, how = self.spec.micro_batch_size * longest, f"micro_batch_size {self.spec.micro_batch_size} rows"
+        else:
+            trainable = sum(p.numel() for p in self.params)
+            free = free_memory(self.device)
+            itemsize = torch.finfo(compute).bits // 8
+            plan = memory_plan(self.model.config, itemsize, hp.lora, free, trainable, longest, hp.batch_size * longest)
+            budget, how = plan.token_budget, f"estimated from {free / GIB:.1f} GiB free"
+            self.model.checkpoint_every = plan.checkpoint_every
+        ckpt = checkpoint_words(self.model.checkpoint_every)
+        log(
+            f"precision {str(compute).replace('torch.', '')}; {attention.describe(self.device, compute)}; "
+            f"micro-batches of at most {budget} tokens ({how}), activation checkpointing: {ckpt}; "
+            f"torch.compile: {self._compile_words()}"
+        )
+        return budget
+
+    def _compile_words(self) -> str:
+        if not self.compiling:
+            return "off"
+        cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # the runner's: under the data directory
+        return f"on, cache {cache}" if cache else "on"
+
+    def _report_compiles(self) -> None:
+        """torch.compile's graphs and graph breaks, in the job's log: after the first step, then at
+        each recompile (one is expected per shape family: train, eval, checkpointed blocks)."""
+        if not self.compiling:
+            return
+        s = compile_stats()
+        if s["graphs"] > self.graphs:
+            what = "compiled" if self.graphs == 0 else "recompiled"
+            log(f"torch.compile {what} at step {self.step}: {s['graphs']} graphs, {s['graph_breaks']} graph breaks")
+            self.graphs = s["graphs"]
 
     def _load_split(self, path: str, cfg, code: str) -> data.Split:
         try:
@@ -243,6 +293,7 @@ class Trainer:
                 raise diverged(n, f"the optimizer's update overflows ({e})", self.hp) from None
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
+        self._report_compiles()
         return {
             "train_loss": loss / n_loss if n_loss else None,
             "train_mean_token_accuracy": correct / n_loss if n_loss else None,
@@ -254,19 +305,22 @@ class Trainer:
         }
 
     def _shrink(self, retry_step: bool = True) -> None:
-        """OOM: halve the micro-batch, then turn on activation checkpointing, then give up."""
+        """OOM (the estimate was off): halve the token budget down to one longest row, then
+        checkpoint more blocks (every 4th, every 2nd, all), then give up."""
         if retry_step:
             self.opt.zero_grad(set_to_none=True)
             if self.rng_at_step is not None:
                 state.set_rng_state(self.rng_at_step)  # the retry must draw the same dropout masks
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        if self.micro > 1:
-            self.micro //= 2
-            log(f"out of memory: micro-batch now {self.micro} rows", "warn")
-        elif not self.model.checkpointing:
-            self.model.checkpointing = True
-            log("out of memory at 1 row per micro-batch: activation checkpointing on", "warn")
+        m, floor = self.model, self.train_split.seq_len
+        if self.micro > floor:
+            self.micro = max(floor, self.micro // 2)
+            log(f"out of memory: micro-batches now of at most {self.micro} tokens", "warn")
+        elif m.checkpoint_every != 1:
+            m.checkpoint_every = CHECKPOINT_STEPS[CHECKPOINT_STEPS.index(m.checkpoint_every) + 1]
+            what = checkpoint_words(m.checkpoint_every)
+            log(f"out of memory at one row per micro-batch: activation checkpointing of {what}", "warn")
         else:
             raise JobError("out_of_memory", f"one row of {self.train_split.seq_len} tokens does not fit in memory")
 
