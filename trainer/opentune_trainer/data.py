@@ -140,9 +140,12 @@ def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n_rows, generator=g).tolist()
 
 
-def micro_batches(split: Split, rows: list[int], token_budget: int) -> list[list[int]]:
+def micro_batches(split: Split, rows: list[int], token_budget: int, max_rows: int | None = None) -> list[list[int]]:
     """A step's rows as micro-batches of at most `token_budget` tokens laid end to end, in data order
-    (batching.plan_micro_batches; a row longer than the budget goes alone)."""
+    (batching.plan_micro_batches; a row longer than the budget goes alone); with `max_rows` (the
+    spec's micro_batch_size) groups of exactly that many rows instead."""
+    if max_rows:
+        return [rows[i : i + max_rows] for i in range(0, len(rows), max_rows)]
     plan = batching.plan_micro_batches([split.row_len[r] for r in rows], token_budget)
     return [[rows[i] for i in mb] for mb in plan]
 
