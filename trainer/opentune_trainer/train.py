@@ -140,6 +140,7 @@ class Trainer:
         attention kernel, micro-batches. spec.micro_batch_size (rows) overrides the estimate."""
         hp, longest = self.hp, self.train_split.seq_len
         compute = self.amp or torch.float32
+        self.micro_rows = self.spec.micro_batch_size  # exact rows per micro-batch; an OOM lifts it
         if self.spec.micro_batch_size:
             budget, how = self.spec.micro_batch_size * longest, f"micro_batch_size {self.spec.micro_batch_size} rows"
         else:
@@ -233,7 +234,7 @@ class Trainer:
         n_loss = sum(self.train_split.row_loss[r] for r in rows)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        plan = data.micro_batches(self.train_split, rows, self.micro)
+        plan = data.micro_batches(self.train_split, rows, self.micro, self.micro_rows)
         share = distributed.my_share(plan, self.world)
         for i, mb in enumerate(share if n_loss else []):  # no loss tokens in the step: no pass at all
             if self._stopping():
@@ -314,6 +315,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         m, floor = self.model, self.train_split.seq_len
+        self.micro_rows = None  # from here the budget decides
         if self.micro > floor:
             self.micro = max(floor, self.micro // 2)
             log(f"out of memory: micro-batches now of at most {self.micro} tokens", "warn")
@@ -340,7 +342,7 @@ class Trainer:
         self.model.eval()
         try:
             loss, correct, n = 0.0, 0.0, 0
-            plan = data.micro_batches(split, rows, self.micro)
+            plan = data.micro_batches(split, rows, self.micro, self.micro_rows)
             for mb in distributed.my_share(plan, self.world):  # None: a stand-in pass (FSDP2 gathers)
                 ls, c = self.forward_stats(split, mb if mb is not None else plan[0])
                 if mb is not None:
