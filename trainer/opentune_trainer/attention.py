@@ -119,9 +119,9 @@ def doc_lengths(doc: torch.Tensor) -> list[int]:
     return torch.unique_consecutive(key, return_counts=True)[1].tolist()
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)
 def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention)  # automatic dynamic: the second length compiles a graph for all
 
 
 def _block_mask(lengths: list[int], window: int | None, device: torch.device):
@@ -233,9 +233,9 @@ def _attend(q, k, v, docs: Docs | None, window: int | None) -> torch.Tensor:
     if docs.kernel == "varlen":
         w = docs.window - 1 if docs.window and docs.window < docs.max_len else -1  # flash: keys q-left..q
         y = varlen_attn(
-            q[0].transpose(0, 1),  # [N, H, d]
-            k[0].transpose(0, 1),
-            v[0].transpose(0, 1),
+            q[0].transpose(0, 1).contiguous(),  # [N, H, d]; already so after RoPE (no copy)
+            k[0].transpose(0, 1).contiguous(),
+            v[0].transpose(0, 1).contiguous(),
             docs.cu_seqlens,
             docs.cu_seqlens,
             docs.max_len,

@@ -230,3 +230,29 @@ def test_sdpa_is_asked_for_grouped_query_attention_only_where_its_kernel_takes_i
     monkeypatch.setattr(attention, "_gqa_in_kernel", lambda *a: True)
     attention.causal_attend(q, k, v)
     assert [(kv, kw.get("enable_gqa", False)) for kv, kw in seen] == [(4, False), (2, True)]
+
+
+@pytest.mark.parametrize(
+    "capability,precision,want,kernel",
+    [
+        ((9, 0), "auto", torch.bfloat16, "varlen"),  # Hopper: native bf16, FlashAttention varlen
+        ((8, 0), "bfloat16", torch.bfloat16, "varlen"),
+        ((7, 5), "auto", None, "flex"),  # Turing: bf16 only emulated, so float32; flash needs sm80
+        ((7, 5), "bfloat16", None, "flex"),  # asked for, refused with a warn line
+        ((9, 0), "float32", None, "flex"),
+    ],
+)
+def test_the_precision_and_kernel_follow_the_gpu(monkeypatch, capability, precision, want, kernel):
+    """Checked without a GPU: CUDA's capability query answers as that GPU would."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(protocol, "_out", io.StringIO())
+    t = Trainer.__new__(Trainer)
+    t.device = torch.device("cuda", 0)
+    assert t._compute_dtype(precision) is want
+    warned = [json.loads(line)["level"] for line in protocol._out.getvalue().splitlines()]
+    assert warned == (["warn"] if precision == "bfloat16" and want is None else [])
+    if kernel == "varlen" and attention.varlen_attn is None:
+        kernel = "flex"  # torch < 2.10 has no varlen
+    if attention.flex_attention is None:
+        kernel = "sdpa"
+    assert attention.packed_kernel(t.device, want or torch.float32) == kernel
