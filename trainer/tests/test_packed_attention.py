@@ -199,8 +199,6 @@ def test_any_token_budget_gives_the_gradients_of_one_big_batch(tmp_path, tiny_di
     write_split(str(tmp_path / "train"), chat_docs(24, seed=11), packing=True, seq_len=160)
     t = Trainer(load_spec(make_spec(str(tmp_path), tiny_dir, str(tmp_path / "train"), batch_size=8, lora=False)))
     t.setup()
-    said = [json.loads(line)["message"] for line in protocol._out.getvalue().splitlines()]
-    assert any(m.startswith("precision float32; attention for packed rows: sdpa") for m in said)
     rows = list(range(len(t.train_split)))
     results = []
     for budget in (10**9, 200, 1):  # one micro-batch; a few; one row each
@@ -216,6 +214,13 @@ def test_any_token_budget_gives_the_gradients_of_one_big_batch(tmp_path, tiny_di
         assert loss == pytest.approx(l0, rel=1e-6) and correct == c0
         for k in g0:
             torch.testing.assert_close(grads[k], g0[k], rtol=1e-4, atol=1e-7)
+    t.total_steps = 0  # no steps: only the lines a job prints first
+    t.train()
+    first = [json.loads(line) for line in protocol._out.getvalue().splitlines()][:2]
+    assert first[0]["type"] == "started" and first[1]["type"] == "log"  # the job's events say how it runs
+    assert first[1]["message"].startswith(
+        "precision float32; attention for packed rows: sdpa, causal SDPA per document"
+    )
 
 
 def test_sdpa_is_asked_for_grouped_query_attention_only_where_its_kernel_takes_it(monkeypatch):
