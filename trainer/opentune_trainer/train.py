@@ -151,7 +151,7 @@ class Trainer:
             budget, how = plan.token_budget, f"estimated from {free / GIB:.1f} GiB free"
             self.model.checkpoint_every = plan.checkpoint_every
         ckpt = checkpoint_words(self.model.checkpoint_every)
-        log(
+        self.how = (  # logged right after `started` (train)
             f"precision {str(compute).replace('torch.', '')}; {attention.describe(self.device, compute)}; "
             f"micro-batches of at most {budget} tokens ({how}), activation checkpointing: {ckpt}; "
             f"torch.compile: {self._compile_words()}"
@@ -369,6 +369,7 @@ class Trainer:
             # what a SIGTERM costs: the runner waits this long (plus a margin) before SIGKILL
             stop_s=round(self.writer.estimate_s(self._state_bytes()), 1),
         )
+        log(self.how)  # how this job runs: precision, attention kernel, micro-batches, checkpointing, compile
         last_save = time.time()
         order: list[int] = []
         order_epoch = -1
