@@ -12,19 +12,23 @@ export type ClaimKind = 'validate' | 'train'
 /**
  * Claims the oldest job a runner may take: `validate` → a job in validating_files; `train` → a
  * queued job, or a running one whose runner stopped heartbeating (it is resumed from saved state).
+ * `busy`: the jobs this runner works on now; one whose lease ran out while its heartbeat was late
+ * is still ours to finish, not a job to start a second time in the same folder.
  */
 export async function claimJob (
   db: Kysely<Database>,
   dialect: Dialect,
   kind: ClaimKind,
   runnerId: string,
-  leaseMs: number
+  leaseMs: number,
+  busy: readonly string[] = []
 ): Promise<JobRow | undefined> {
   const now = Date.now()
   const statuses: JobStatus[] = kind === 'validate' ? ['validating_files'] : ['queued', 'running']
   let pick = db.selectFrom('fine_tuning_jobs').select('id')
     .where('status', 'in', statuses)
     .where(eb => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<', now)]))
+    .$if(busy.length > 0, q => q.where('id', 'not in', busy))
     .orderBy('seq').limit(1)
   if (dialect === 'postgres') pick = pick.forUpdate().skipLocked()
   const row = await db.updateTable('fine_tuning_jobs')

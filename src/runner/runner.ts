@@ -116,7 +116,7 @@ export class Runner {
       }
     }
     while (this.#training.size < this.#ctx.config.maxConcurrentJobs && !this.#shutdown.signal.aborted) {
-      const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs)
+      const job = await claimJob(db, store.dialect, 'train', this.id, this.#leaseMs, [...this.#training.keys()])
       if (!job) break
       this.#training.set(job.id, this.#train(job).finally(() => this.#training.delete(job.id)))
     }
