@@ -18,6 +18,10 @@ export interface Fixtures {
   deployment_source: string
   /** the full name of a deployment of the checkpoint (/v0/models), done validating */
   deployment: string
+  /** a webhook endpoint of the test project */
+  webhook_id: string
+  /** a delivery to it: the event of a second job, cancelled */
+  delivery_id: string
 }
 
 export type Method = 'GET' | 'POST' | 'DELETE'
@@ -95,9 +99,27 @@ export const ROUTES: Route[] = [
   { method: 'GET', path: '/v0/models' },
   { method: 'GET', path: '/v0/models/:deployment' },
   { method: 'DELETE', path: '/v0/models/:deployment' },
+  {
+    method: 'POST',
+    path: '/v1/webhooks',
+    // the middle of the URL is in its path, where any character is percent-encoded: one put in its host
+    // makes it no URL (422 url_parsing) however storable, so its cases agree with an ordinary one's
+    body: () => ({
+      url: 'https://example.com/hooks/opentune/fine-tuning',
+      events: ['fine_tuning.job.failed'],
+      description: 'text',
+    }),
+  },
+  { method: 'GET', path: '/v1/webhooks' },
+  { method: 'GET', path: '/v1/webhooks/:webhook_id' },
+  { method: 'GET', path: '/v1/webhooks/:webhook_id/deliveries', query: { limit: () => '5' } },
+  { method: 'POST', path: '/v1/webhooks/:webhook_id/deliveries/:delivery_id/replay' },
+  { method: 'DELETE', path: '/v1/webhooks/:webhook_id' },
 ]
 
-/** A file, a job (left validating: no runner), one of its events and a checkpoint row of it. */
+/** A file, a job (left validating: no runner), one of its events and a checkpoint row of it; a
+ *  deployment of that checkpoint; a webhook endpoint and the delivery a second job's cancel wrote to it
+ *  (pending: no delivery worker runs in the app under test). */
 export async function makeFixtures (env: TestEnv): Promise<Fixtures> {
   const fileId = await uploadFile(env)
   const job = await createJob(env, { training_file: fileId })
@@ -110,6 +132,7 @@ export async function makeFixtures (env: TestEnv): Promise<Fixtures> {
   const events = await env.app.inject({ url: `/v1/fine_tuning/jobs/${jobId}/events`, headers: env.auth() })
   const deploymentSource = `${jobId}:${checkpoint.id}`
   const deployment = await makeDeployment(env, { name: 'fixture', base_model: 'opentune/tiny-llama', source: deploymentSource })
+  const { webhookId, deliveryId } = await makeDelivery(env, fileId)
   return {
     file_id: fileId,
     job_id: jobId,
@@ -119,7 +142,28 @@ export async function makeFixtures (env: TestEnv): Promise<Fixtures> {
     checkpoint_model: checkpointModel,
     deployment_source: deploymentSource,
     deployment,
+    webhook_id: webhookId,
+    delivery_id: deliveryId,
   }
+}
+
+/** An endpoint (at a port nothing listens on) and the delivery of a job cancelled after it was made. */
+async function makeDelivery (env: TestEnv, fileId: string): Promise<{ webhookId: string, deliveryId: string }> {
+  const endpoint = await env.app.inject({
+    method: 'POST', url: '/v1/webhooks', headers: env.auth(), payload: { url: 'http://127.0.0.1:9/fixture' },
+  })
+  if (endpoint.statusCode !== 200) throw new Error(`webhook create failed: ${endpoint.body}`)
+  const webhookId = endpoint.json().id as string
+  const job = await createJob(env, { training_file: fileId })
+  if (job.statusCode !== 200) throw new Error(`job create failed: ${job.body}`)
+  const cancelled = await env.app.inject({
+    method: 'POST', url: `/v1/fine_tuning/jobs/${job.json().id as string}/cancel`, headers: env.auth(),
+  })
+  if (cancelled.json().status !== 'cancelled') throw new Error(`job cancel failed: ${cancelled.body}`)
+  const deliveries = await env.app.inject({ url: `/v1/webhooks/${webhookId}/deliveries`, headers: env.auth() })
+  const deliveryId = deliveries.json().data[0]?.id as string | undefined
+  if (!deliveryId) throw new Error(`no delivery written: ${deliveries.body}`)
+  return { webhookId, deliveryId }
 }
 
 /** A deployment, once its validation is over (this checkpoint has no result files: it ends in error). */

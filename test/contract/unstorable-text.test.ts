@@ -111,8 +111,9 @@ function edited (body: Record<string, unknown>, path: Array<string | number>, ch
 interface Outcome { status: number, code: string | null, param: string | null, echo?: string }
 
 const masked = (text: string) => text
-  .replace(/(file-|ftjob-|ftckpt_|ftevent-|proj_|req_)[0-9a-f-]+/g, '$1*')
-  .replace(/"(created_at|created|finished_at|estimated_finish)":\d+/g, '"$1":0')
+  .replace(/(file-|ftjob-|ftckpt_|ftevent-|proj_|req_|whep_|msg_|evt_)[0-9a-f-]+/g, '$1*')
+  .replace(/"secret":"whsec_[^"]*"/g, '"secret":"whsec_*"')
+  .replace(/"(created_at|created|finished_at|estimated_finish|next_attempt_at)":\d+/g, '"$1":0')
   .replace(/(-LoRa|-Full):([^"]*)-[A-Za-z0-9]{4}"/g, '$1:$2-****"') // a deployment name's random suffix
 
 async function eventsOf (env: TestEnv, jobId: string): Promise<string> {
