@@ -1,6 +1,6 @@
 // SQL for fine-tuning jobs. Reads are scoped by project; another project's job is not found.
 // JSON columns are encoded and decoded here only: callers see and give plain values.
-import type { Insertable, Kysely, Selectable, Updateable } from 'kysely'
+import type { ExpressionBuilder, Insertable, Kysely, Selectable, Updateable } from 'kysely'
 import type { Database, JobTable } from '../db/database.js'
 import { toPage, unknownAfter, type Page, type PageRequest } from '../db/paging.js'
 import type { HubCheckpoint } from '../hub/hub-checkpoint.js'
@@ -117,7 +117,36 @@ export async function unfinishedJobUsing (
   return row?.id
 }
 
-/** Those of `ids` whose job has finished and is held by no live lease (its runner is done with it). */
+/** A Slurm attempt named on a job row (executor_attempt, executor_job_id: migration 0007_executor). */
+export interface StoredAttempt { id: string, executor_attempt: string | null, executor_job_id: string | null }
+
+/**
+ * Finished jobs that still name a Slurm attempt while no live lease holds them: no runner follows
+ * that attempt (it was cancelled with every runner down, or its runner died as it ended).
+ */
+export async function unfollowedAttempts (db: Kysely<Database>, nowMs: number): Promise<StoredAttempt[]> {
+  return await db.selectFrom('fine_tuning_jobs').select(['id', 'executor_attempt', 'executor_job_id'])
+    .where('status', 'in', TERMINAL_STATUSES)
+    .where(eb => eb.or([eb('executor_attempt', 'is not', null), eb('executor_job_id', 'is not', null)]))
+    .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', nowMs)]))
+    .orderBy('id').limit(500)
+    .execute()
+}
+
+/** Forgets a finished job's attempt (its Slurm job has ended), unless the row names another one now. */
+export async function clearAttempt (db: Kysely<Database>, a: StoredAttempt): Promise<void> {
+  const same = (column: 'executor_attempt' | 'executor_job_id', v: string | null) =>
+    (eb: ExpressionBuilder<Database, 'fine_tuning_jobs'>) => v === null ? eb(column, 'is', null) : eb(column, '=', v)
+  await db.updateTable('fine_tuning_jobs').set({ executor_attempt: null, executor_job_id: null, protocol_offset: 0 })
+    .where('id', '=', a.id).where('status', 'in', TERMINAL_STATUSES)
+    .where(same('executor_attempt', a.executor_attempt)).where(same('executor_job_id', a.executor_job_id))
+    .execute()
+}
+
+/**
+ * Those of `ids` whose job has finished and is held by no live lease (its runner is done with it),
+ * nor names a Slurm attempt that may still write into its folder (cleared once that has ended).
+ */
 export async function finishedJobIds (db: Kysely<Database>, ids: readonly string[], nowMs: number): Promise<string[]> {
   const finished: string[] = []
   for (let i = 0; i < ids.length; i += 500) {
@@ -125,6 +154,7 @@ export async function finishedJobIds (db: Kysely<Database>, ids: readonly string
       .where('id', 'in', ids.slice(i, i + 500))
       .where('status', 'in', TERMINAL_STATUSES)
       .where(eb => eb.or([eb('locked_by', 'is', null), eb('locked_until', '<', nowMs)]))
+      .where('executor_attempt', 'is', null).where('executor_job_id', 'is', null)
       .execute()
     finished.push(...rows.map(r => r.id))
   }

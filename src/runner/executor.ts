@@ -67,6 +67,11 @@ export interface Executor {
   prepare: (log: FastifyBaseLogger) => void
   /** A new attempt, or (Slurm) the one the job row names, followed from the offset it records. */
   start: (input: AttemptInput, on: AttemptEvents) => Promise<Attempt>
+  /**
+   * Now and then (at the runner's start, then with its sweep of finished job folders): what outlived
+   * the jobs no runner follows. Slurm: scancels their attempts. Never rejects.
+   */
+  sweep: (log: FastifyBaseLogger) => Promise<void>
 }
 
 /** The executor cannot run this job at all (the reason goes to the user as the job's error). */

@@ -16,6 +16,8 @@ export class LocalExecutor implements Executor {
 
   prepare (): void {}
 
+  async sweep (): Promise<void> {} // a trainer never outlives its runner
+
   async start (input: AttemptInput, on: AttemptEvents): Promise<Attempt> {
     const launch = await prepareLaunch(this.config, input.job, { ...input, command: input.trainerCommand })
     if ('code' in launch) throw new AttemptRefused(launch)

@@ -71,12 +71,18 @@ export class Runner {
 
   start (): void {
     this.#opts.log.info({ runnerId: this.id, maxConcurrentJobs: this.#ctx.config.maxConcurrentJobs }, 'runner started')
-    executorFor(this.#ctx).prepare(this.#opts.log) // Slurm: is the data directory shared with the nodes?
+    const executor = executorFor(this.#ctx)
+    executor.prepare(this.#opts.log) // Slurm: is the data directory shared with the nodes?
     let passes = 0
+    let sweeping: Promise<void> | null = null
     const failing = new FailureBackoff(this.#opts.log, this.#opts.pollMs ?? 500)
     const loop = () => {
-      if (passes++ % 120 === 0) {
-        removeFinishedJobDirs(this.#ctx).catch((err: unknown) => this.#opts.log.warn({ err }, 'cleaning job dirs failed'))
+      if (passes++ % 120 === 0 && !sweeping) {
+        // Slurm: finished jobs' attempts no runner follows are scancelled first; their folders go once they ended
+        sweeping = executor.sweep(this.#opts.log)
+          .then(() => removeFinishedJobDirs(this.#ctx))
+          .catch((err: unknown) => this.#opts.log.warn({ err }, 'cleaning job dirs failed'))
+          .finally(() => { sweeping = null })
       }
       this.tick().then(() => failing.succeeded(), (err: unknown) => failing.failed(err))
         .finally(() => { if (!this.#shutdown.signal.aborted) this.#timer = setTimeout(loop, failing.delayMs) })

@@ -2,7 +2,8 @@
 // in a temporary folder by scripts/slurm/local-slurm.sh, CPU only), through the openai client and
 // a listening service process: a job waits PENDING while the node is busy and ends like the local
 // executor's; cancel leaves no Slurm job; a SIGKILLed runner's successor follows the same Slurm job;
-// `scontrol requeue` resumes from saved state; a time limit fails the job. Skipped, saying why,
+// `scontrol requeue` resumes from saved state; a time limit fails the job; a job cancelled while
+// no runner follows it has its Slurm job scancelled by the next runner's sweep. Skipped, saying why,
 // where Slurm or PyTorch is missing. SQLite only: the executor's SQL is the job row's (both
 // dialects' runner tests cover it), and a second pass on PostgreSQL would double the minutes.
 import assert from 'node:assert/strict'
@@ -265,5 +266,36 @@ describe('the Slurm executor on a real single-node Slurm', () => {
     assert.equal(job.status, 'failed')
     assert.equal(job.error?.code, 'slurm_time_limit')
     assert.match(job.error?.message ?? '', new RegExp(`Slurm job ${slurmId} reached its time limit .*TIMEOUT`))
+  })
+
+  it('a job cancelled while no runner follows it: the next runner scancels its Slurm job', async (t) => {
+    if (guard(t)) return
+    const id = await createJob(client, trainingFile)
+    const slurmId = await runningSlurmId(client, id)
+    const saved = (await checkpoints(client, id)).length
+    await service!.kill('SIGKILL')
+    // held where it is: it cannot run to its end on its own, only the runner's scancel ends it
+    await slurm('scontrol', 'suspend', slurmId)
+    const stateOf = async () => (await slurm('squeue', '--noheader', '--states=all', `--jobs=${slurmId}`, '--format=%T')).trim()
+    // the API alone (OPENTUNE_RUNNER=0): the cancel is stored, and nothing follows the Slurm job to stop it
+    const api = await startService({ OPENTUNE_RUNNER: '0' })
+    try {
+      const apiClient = new OpenAI({ apiKey: client.apiKey, baseURL: `${api.url}/v1`, maxRetries: 0 })
+      assert.equal((await apiClient.fineTuning.jobs.cancel(id)).status, 'cancelled')
+      assert.equal(await stateOf(), 'SUSPENDED', 'the Slurm job outlives the cancel')
+    } finally {
+      await api.kill('SIGKILL')
+    }
+    service = await startService()
+    client = new OpenAI({ apiKey: client.apiKey, baseURL: `${service.url}/v1`, maxRetries: 0 })
+    const until = Date.now() + 300_000 // a hang guard: the runner's first sweep, then Slurm's KillWait
+    while ((await slurm('squeue', '--noheader')).trim() !== '') {
+      if (Date.now() > until) throw new Error(`the Slurm job is still there: ${await stateOf()}\n${service.output()}`)
+      await sleep(250)
+    }
+    assert.equal(await stateOf(), 'CANCELLED')
+    const job = await client.fineTuning.jobs.retrieve(id)
+    assert.equal(job.status, 'cancelled')
+    assert.ok((await checkpoints(client, id)).length >= saved, 'the checkpoints so far remain')
   })
 })

@@ -86,3 +86,8 @@ function exitStatus (text: string): { exitCode: number | null, signal: NodeJS.Si
 export async function scancel (env: NodeJS.ProcessEnv, id: string): Promise<void> {
   await run(env, 'scancel', [id])
 }
+
+/** Every job of this name (no error where there is none). */
+export async function scancelByName (env: NodeJS.ProcessEnv, name: string): Promise<void> {
+  await run(env, 'scancel', [`--name=${name}`])
+}

@@ -9,10 +9,10 @@ import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AppContext } from '../../context.js'
 import type { JobError } from '../../fine-tuning/jobs.schemas.js'
-import { updateJob, type JobRow } from '../../fine-tuning/jobs.store.js'
+import { clearAttempt, unfollowedAttempts, updateJob, type JobRow, type StoredAttempt } from '../../fine-tuning/jobs.store.js'
 import { AttemptRefused, type Attempt, type AttemptEnd, type AttemptEvents, type AttemptInput, type Executor } from '../executor.js'
 import { batchScript } from './batch-script.js'
-import { jobIdByName, jobState, sbatch, scancel, SlurmCommandError, type SlurmJobState } from './commands.js'
+import { jobIdByName, jobState, sbatch, scancel, scancelByName, SlurmCommandError, type SlurmJobState } from './commands.js'
 import { ProtocolFile } from './protocol-file.js'
 import { checkSharedStorage } from './shared-storage.js'
 import { attemptEnd, phaseOf } from './states.js'
@@ -31,6 +31,7 @@ const filesOf = (dir: string, attempt: string): AttemptFiles => ({
 export class SlurmExecutor implements Executor {
   readonly kind = 'slurm'
   #storage: Promise<JobError | null> | null = null
+  readonly #following = new Set<string>() // job ids whose attempt this process follows
 
   constructor (private readonly ctx: AppContext) {}
 
@@ -71,6 +72,37 @@ export class SlurmExecutor implements Executor {
       log.info({ slurmJobId: slurmId, attempt, offset }, 'following the Slurm job of an earlier runner')
     }
     return this.#follow(job, slurmId, filesOf(input.dir, attempt ?? slurmId), offset, on, log)
+  }
+
+  /**
+   * A job that ended while no runner followed its Slurm job (cancelled with every runner down)
+   * leaves that job running to its end: scancel it, by id, or by its attempt name where the id was
+   * never stored. Once Slurm says it ended (or has forgotten it), the job row's attempt is cleared.
+   */
+  async sweep (log: FastifyBaseLogger): Promise<void> {
+    const rows = await unfollowedAttempts(this.ctx.db, Date.now()).catch((err: unknown) => {
+      log.warn({ err }, 'reading the finished jobs\' Slurm attempts failed')
+      return []
+    })
+    for (const row of rows) {
+      if (this.#following.has(row.id)) continue // its lease ran out behind a late heartbeat: ours still
+      await this.#sweepOne(row, log).catch((err: unknown) => {
+        log.warn({ err, jobId: row.id, attempt: row.executor_attempt }, 'stopping an unfollowed Slurm job failed; trying again later')
+      })
+    }
+  }
+
+  async #sweepOne (row: StoredAttempt, log: FastifyBaseLogger): Promise<void> {
+    const env = this.#env
+    const { executor_attempt: attempt, executor_job_id: stored } = row
+    // submitted, perhaps, by a runner that died before storing the id: every job of that name
+    if (!stored && attempt) await scancelByName(env, attempt)
+    const slurmId = stored ?? (attempt ? await jobIdByName(env, attempt) : null)
+    const s = slurmId ? await jobState(env, slurmId) : null
+    if (!slurmId || !s || phaseOf(s.state) === 'ended') return await clearAttempt(this.ctx.db, row)
+    if (stored) await scancel(env, slurmId)
+    // cleared at a later sweep, once Slurm says it ended (the trainer gets SIGTERM and KillWait first)
+    log.info({ jobId: row.id, slurmJobId: slurmId, attempt, slurmState: s.state }, 'scancelled the Slurm job of a finished job no runner follows')
   }
 
   async #checkStorage (log: FastifyBaseLogger): Promise<void> {
@@ -159,6 +191,7 @@ export class SlurmExecutor implements Executor {
       other: (text) => on.other(text, 'stdout'),
       saveOffset: async (n) => { await updateJob(db, job.id, { protocol_offset: n }) },
     })
+    this.#following.add(job.id)
     let leaving = false
     let cancelling = false
     let wake = () => {}
@@ -190,7 +223,7 @@ export class SlurmExecutor implements Executor {
         }
         await nap()
       }
-    })()
+    })().finally(() => this.#following.delete(job.id))
     return {
       exited,
       stop: () => {
