@@ -261,8 +261,10 @@ describe('web dashboard in Chromium', { skip: !haveChromium && `${CHROMIUM} miss
     assert.equal((await api(`/v1/fine_tuning/jobs/${job.id}`)).status, 'cancelled')
     await page.goto(`${service.url}/#/jobs`)
     await page.getByTestId('status-filter').selectOption('cancelled')
+    // the list refetches with the filter: the cancelled row may be on screen before the new list is
+    await page.locator(`tr[data-job-id="${jobId}"]`).waitFor({ state: 'detached', timeout: 10_000 })
+      .catch(() => { throw new Error('the filter hides the succeeded job') })
     await page.locator(`tr[data-job-id="${job.id}"]`).waitFor()
-    assert.equal(await page.locator(`tr[data-job-id="${jobId}"]`).count(), 0, 'the filter hides the succeeded job')
     await page.getByTestId('status-filter').selectOption('')
   })
 
