@@ -250,6 +250,18 @@ class LlamaForCausalLM(nn.Module):
         `doc`: None when each row is one document; the lengths of the documents laid end to end in
         a single row (B = 1: what data.collate gives); or a [B, T] tensor of document ids, whose
         rows are then laid end to end as one row for attention (the same result)."""
+        return self.features(tokens, pos, doc)[0]
+
+    def features(
+        self,
+        tokens: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        doc: torch.Tensor | list[int] | None = None,
+        capture: tuple[int, ...] = (),
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`forward`'s final hidden states, and the residual stream entering each layer in `capture`
+        ([B, T, hidden] each, in `capture`'s order; index i is HF's `hidden_states[i]`): the
+        features an EAGLE-3 drafter reads (drafter.py)."""
         B, T = tokens.shape
         if pos is None:
             pos = torch.arange(T, device=tokens.device).expand(B, T)
@@ -265,12 +277,15 @@ class LlamaForCausalLM(nn.Module):
             for t in (x, cos, sin):
                 torch._dynamo.maybe_mark_dynamic(t, 1)
         k = self.checkpoint_every if self.training else 0
+        entering: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.model.layers):
+            if i in capture:
+                entering[i] = x
             if k and i % k == 0:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, docs, use_reentrant=False)
             else:
                 x = block(x, cos, sin, docs)
-        return self.model.norm(x).view(B, T, -1)
+        return self.model.norm(x).view(B, T, -1), [entering[i].view(B, T, -1) for i in capture]
 
     def logits(self, tokens, pos=None, doc=None) -> torch.Tensor:
         return self.lm_head(self(tokens, pos, doc)).float()
