@@ -92,8 +92,12 @@ export const errors = {
   checkpointUnusable: (model: string, why: string, use: ModelUse = 'train') => new ApiError(400, INVALID,
     'model_not_available', `Checkpoint '${shown(model)}' cannot be ${use === 'train' ? 'trained from' : 'served'}: ${why}.`,
     'model'),
-  unsupportedMethod: (type: string) => new ApiError(400, INVALID, 'unsupported_method',
-    `Fine-tuning method '${type}' is not supported by this server; use 'supervised'.`, 'method'),
+  // a spec-draft job's checkpoint proposes tokens for its target model to verify (docs/spec-draft.md)
+  drafterAsModel: (model: string, use: ModelUse) => new ApiError(400, INVALID, 'unsupported_parameter',
+    `Checkpoint '${shown(model)}' is an EAGLE-3 drafter (a spec-draft job's), not a model to ${use === 'train'
+      ? 'fine-tune or draft for: give its target model as model.'
+      : 'call: it drafts for its target model, which serves it (docs/spec-draft.md); send requests to the target model.'}`,
+    'model'),
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',
     `${param} is not supported: ${why}`, param),
   // one message for an unknown checkpoint and another project's: nothing is said about the latter

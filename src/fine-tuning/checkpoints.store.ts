@@ -5,6 +5,7 @@ import type { CheckpointTable, Database } from '../db/database.js'
 import { compiledQuery } from '../db/compiled-query.js'
 import { pageOfJob, type Page, type PageRequest } from '../db/paging.js'
 import { newCheckpointId, nowSeconds } from '../ids.js'
+import { isSpecDraft, type StoredMethod } from './job-method.js'
 import { Metrics, type FineTuningJobCheckpoint } from './jobs.schemas.js'
 
 const METRIC_KEYS = Object.keys(Metrics.properties) as Array<keyof Metrics>
@@ -21,10 +22,14 @@ export interface NewCheckpoint {
   resultFiles: string[]
 }
 
-/** All seven metric keys are always present; what does not apply is null (DESIGN §1). */
+const finite = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null)
+
+/** All seven metric keys are always present; what does not apply is null (DESIGN §1). Other keys
+ *  (a drafter's acceptance rates: the spec's Metrics is open) are kept after them when numbers. */
 export function completeMetrics (m: Partial<Metrics>): Metrics {
   const out: Record<string, number | null> = {}
-  for (const k of METRIC_KEYS) out[k] = typeof m[k] === 'number' && Number.isFinite(m[k]) ? m[k] : null
+  for (const k of METRIC_KEYS) out[k] = finite(m[k])
+  for (const [k, v] of Object.entries(m)) if (!(k in out) && finite(v) !== null) out[k] = finite(v)
   return out as Metrics
 }
 
@@ -71,15 +76,22 @@ export async function lastCheckpointName (db: Kysely<Database>, jobId: string): 
 export async function checkpointModels (
   db: Kysely<Database>,
   projectId: string
-): Promise<Array<{ name: string, createdAt: number }>> {
+): Promise<Array<{ name: string, createdAt: number, drafter: boolean }>> {
   const rows = await db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
-    .select(['checkpoints.fine_tuned_model_checkpoint', 'checkpoints.created_at'])
+    .select(['checkpoints.fine_tuned_model_checkpoint', 'checkpoints.created_at', 'fine_tuning_jobs.method'])
     .where('fine_tuning_jobs.project_id', '=', projectId)
     .orderBy('checkpoints.seq')
     .execute()
-  return rows.map(r => ({ name: r.fine_tuned_model_checkpoint, createdAt: r.created_at }))
+  return rows.map(r => ({
+    name: r.fine_tuned_model_checkpoint, createdAt: r.created_at, drafter: isDrafterJob(r.method),
+  }))
 }
+
+/** A spec-draft job's checkpoints are EAGLE-3 drafters (config.json + model.safetensors): the one
+ *  test of "is a drafter checkpoint" is its job's stored method. */
+const isDrafterJob = (method: string | null) =>
+  isSpecDraft(method === null ? null : JSON.parse(method) as StoredMethod)
 
 /** The project's checkpoint of that model name; a job's fine_tuned_model is its last checkpoint's
  *  name, so one lookup serves both. */
@@ -87,14 +99,17 @@ export async function checkpointNamed (
   db: Kysely<Database>,
   projectId: string,
   name: string
-): Promise<CheckpointRow | undefined> {
+): Promise<(CheckpointRow & { drafter: boolean }) | undefined> {
   const row = await db.selectFrom('checkpoints')
     .innerJoin('fine_tuning_jobs', 'fine_tuning_jobs.id', 'checkpoints.job_id')
     .selectAll('checkpoints')
+    .select('fine_tuning_jobs.method')
     .where('checkpoints.fine_tuned_model_checkpoint', '=', name)
     .where('fine_tuning_jobs.project_id', '=', projectId)
     .executeTakeFirst()
-  return row && decodeCheckpoint(row)
+  if (!row) return undefined
+  const { method, ...checkpoint } = row
+  return { ...decodeCheckpoint(checkpoint), drafter: isDrafterJob(method) }
 }
 
 const checkpointOfProject = compiledQuery((db: Kysely<Database>, arg: (name: 'id' | 'jobId' | 'projectId') => string) =>

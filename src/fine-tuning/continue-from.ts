@@ -48,7 +48,8 @@ export const rootBaseId = (model: string) => (isCheckpointModel(model) ? model.s
  * What `model` names for this project: a base model, or a checkpoint of one of its jobs. Undefined
  * when it names nothing the project may use (another project's checkpoint answers like an unknown
  * name). Throws a 400 when the base model's architecture cannot be trained, or when the checkpoint
- * exists but cannot be trained from (files deleted).
+ * exists but cannot be trained from (files deleted), or is a drafter (a spec-draft job's: trained
+ * from, served or drafted for, never).
  */
 export async function resolveStartingPoint (
   ctx: AppContext,
@@ -80,6 +81,7 @@ async function checkpointSource (
 ): Promise<CheckpointSource | AdapterSource | undefined> {
   const row = await checkpointNamed(ctx.db, projectId, name)
   if (!row) return undefined
+  if (row.drafter) throw errors.drafterAsModel(name, use)
   const files = await getFiles(ctx.db, projectId, row.result_files)
   if (files.length !== row.result_files.length) throw errors.checkpointUnusable(name, 'some of its result files were deleted', use)
   const named = files.map(f => ({ id: f.id, name: basename(f.filename.slice(f.filename.indexOf('/') + 1)) }))

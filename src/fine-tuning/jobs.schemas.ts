@@ -2,6 +2,7 @@
 // FineTuningJobEvent, the two FineTuningJobCheckpoint schemas, the list envelopes).
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { SupervisedHParameters } from './hyperparameters.js'
+import { SpecDraftHParameters } from './spec-draft-hyperparameters.js'
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
 const Open = { additionalProperties: true }
@@ -18,7 +19,7 @@ export const UNFINISHED_STATUSES = JOB_STATUSES.filter((s): s is Exclude<JobStat
 const MethodRequest = Type.Object({
   type: Type.Optional(Type.Union([Type.Literal('supervised'), Type.Literal('spec-draft')])),
   supervised: Type.Optional(Type.Object({ hyperparameters: Type.Optional(Nullable(SupervisedHParameters)) }, Open)),
-  spec_draft: Type.Optional(Type.Object({}, Open)),
+  spec_draft: Type.Optional(Type.Object({ hyperparameters: Type.Optional(Nullable(SpecDraftHParameters)) }, Open)),
 }, Open)
 
 const IntegrationRequest = Type.Object({
@@ -78,7 +79,7 @@ export const FineTuningJob = Type.Object({
   status: Type.Union(JOB_STATUSES.map(s => Type.Literal(s))),
   training_file: Type.String(),
   validation_file: Nullable(Type.String()),
-  hyperparameters: Type.Object({}, Open),
+  hyperparameters: Nullable(Type.Object({}, Open)), // null for a spec-draft job: its method says them
   method: Type.Object({}, Open),
   integrations: Nullable(Type.Array(Type.Object({}, Open))),
   from_checkpoint: Nullable(Type.Union([
@@ -139,7 +140,8 @@ export const Metrics = Type.Object({
   full_valid_loss: num,
   full_valid_mean_token_accuracy: num,
 }, { ...Open, title: 'Metrics' })
-export type Metrics = Static<typeof Metrics>
+// the seven keys always; a spec-draft job's checkpoints add their own (the spec's Metrics is open)
+export type Metrics = Static<typeof Metrics> & { [extra: string]: number | null }
 
 export const FineTuningJobCheckpoint = Type.Object({
   id: Type.String(),

@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises'
 import type { Kysely } from 'kysely'
 import type { AppContext } from '../context.js'
 import type { Database } from '../db/database.js'
-import { errors, fieldError } from '../errors.js'
+import { errors } from '../errors.js'
 import { getFile } from '../files/files.store.js'
 import { newJobId, nowSeconds } from '../ids.js'
 import { isCheckpointModel, linkTrainingSources, resolveStartingPoint, rootBaseId, type StartingPoint } from './continue-from.js'
@@ -15,6 +15,7 @@ import { acceptHubCheckpoint, acceptHubModel } from '../hub/accept.js'
 import { parseHubCheckpoint, publicHubCheckpoint, type HubCheckpoint } from '../hub/hub-checkpoint.js'
 import { sealToken } from '../hub/sealed-token.js'
 import { resolveHyperparameters, type Hyperparameters } from './hyperparameters.js'
+import { methodToApi, requestedMethod, type JobHyperparameters, type MethodType } from './job-method.js'
 import { publicIntegrations, validateIntegrations } from './integrations.js'
 import { getJobById, insertJob, updateJobIf, type JobChanges, type JobRow } from './jobs.store.js'
 import { isTerminal, type FineTuningJob, type JobCreateBody, type JobError, type JobStatus } from './jobs.schemas.js'
@@ -35,7 +36,7 @@ const KNOWN_REQUEST_KEYS = new Set(['model', 'training_file', 'validation_file',
   'integrations', 'from_checkpoint', 'seed', 'suffix', 'tags', 'extra_body'])
 
 export async function createJob (ctx: AppContext, projectId: string, body: JobCreateBody): Promise<JobRow> {
-  const requested = requestedHyperparameters(body)
+  const requested = requestedMethod(body)
   const fromCheckpoint = (body.from_checkpoint as { type?: unknown } | null | undefined) ?? null
   // HFCheckpointParametersRequest: downloaded from the Hub while the job validates (src/hub/job-sources.ts)
   const fromHub = fromCheckpoint?.type === 'hf' ? parseHubCheckpoint(fromCheckpoint) : null
@@ -46,17 +47,17 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   if (fromCheckpoint !== null && !fromHub && !((fromCheckpoint.type ?? 'ft') === 'ft' && isCheckpointModel(body.model))) {
     throw errors.unsupportedParameter('from_checkpoint', 'this server cannot download checkpoints. To continue from one of its own, pass the checkpoint\'s fine_tuned_model_checkpoint as model (GET /v1/models lists them).')
   }
+  if (fromHub && requested.type === 'spec-draft') {
+    throw errors.unsupportedParameter('from_checkpoint', 'a spec-draft job trains a drafter for its model; to draft for a Hub fine-tune, pass its repository as model.')
+  }
   const startingPoint = await resolveStartingPoint(ctx, projectId, body.model)
   // not on disk but a Hub repository's name: downloaded while the job validates its files
   const onHub = !startingPoint && await acceptHubModel(ctx, body.model, fromHub?.token ?? null)
   if (!startingPoint && !onHub) throw errors.unknownBaseModel(body.model)
   if (fromHub) await acceptHubCheckpoint(ctx, fromHub.repo, fromHub.token)
-  const lora = startingPoint?.adapter?.lora
-  const { hyperparameters, unknown } = resolveHyperparameters(
-    requested,
-    lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {}
-  )
-  if (lora) checkLoraContinuation(lora, hyperparameters, body.method ? 'method.supervised.hyperparameters' : 'hyperparameters')
+  const { hyperparameters, unknown } = requested.type === 'spec-draft'
+    ? requested // a drafter for that model: a LoRA checkpoint is merged into it, never trained on
+    : supervisedHyperparameters(requested.given, requested.at, startingPoint)
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
@@ -69,7 +70,7 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   }
   try {
     return await insertNewJob(ctx, projectId, id, body, {
-      hyperparameters, unknown, integrations, extra, startingPoint, hub,
+      method: requested.type, hyperparameters, unknown, integrations, extra, startingPoint, hub,
     })
   } catch (err) {
     await rm(jobDir(ctx, id), { recursive: true, force: true }) // no row: nothing else would remove it
@@ -78,7 +79,8 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
 }
 
 interface Resolved {
-  hyperparameters: Hyperparameters
+  method: MethodType
+  hyperparameters: JobHyperparameters
   unknown: string[]
   integrations: ReturnType<typeof validateIntegrations> | null
   extra: Record<string, unknown>
@@ -93,7 +95,7 @@ async function insertNewJob (
   body: JobCreateBody,
   r: Resolved
 ): Promise<JobRow> {
-  const { hyperparameters, unknown, integrations, extra, startingPoint, hub } = r
+  const { method, hyperparameters, unknown, integrations, extra, startingPoint, hub } = r
   return await ctx.db.transaction().execute(async (trx) => {
     await checkTrainingFile(trx, projectId, 'training_file', body.training_file)
     if (body.validation_file) await checkTrainingFile(trx, projectId, 'validation_file', body.validation_file)
@@ -105,7 +107,7 @@ async function insertNewJob (
       training_file: body.training_file,
       validation_file: body.validation_file ?? null,
       hyperparameters,
-      method: { type: 'supervised' },
+      method: { type: method },
       integrations,
       seed: body.seed ?? 0,
       suffix: body.suffix ?? null,
@@ -133,7 +135,9 @@ async function insertNewJob (
       await appendEvent(trx, job.id, { message: `Continuing from ${hub.repo}${hub.revision ? `@${hub.revision}` : ''} on the Hugging Face Hub: downloaded while the job validates its files` })
     }
     const { adapter, weights } = startingPoint ?? {}
-    if (adapter) {
+    if (method === 'spec-draft') {
+      if (startingPoint?.weights || adapter) await appendEvent(trx, job.id, { message: `Training a drafter for checkpoint ${body.model}${adapter ? ': its LoRA adapter is merged into the target model' : ''}` })
+    } else if (adapter) {
       await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${adapter.id}: its LoRA adapter (r=${adapter.lora.r}, alpha=${adapter.lora.alpha}) keeps training on ${adapter.appliesTo}` })
     } else if (weights) {
       await appendEvent(trx, job.id, { message: `Continuing from checkpoint ${weights.id}: its weights are the starting point` })
@@ -153,13 +157,12 @@ async function insertNewJob (
   })
 }
 
-function requestedHyperparameters (body: JobCreateBody) {
-  const method = body.method ?? null
-  if (method !== null && body.hyperparameters != null) {
-    throw fieldError(['body', 'method'], "Value error, Only one of 'method' or 'hyperparameters' must be provided", 'value_error', method)
-  }
-  if (method !== null && (method.type ?? 'supervised') !== 'supervised') throw errors.unsupportedMethod(String(method.type))
-  return method ? method.supervised?.hyperparameters : body.hyperparameters
+/** A supervised job's hyperparameters resolved; a LoRA checkpoint continued sets the adapter's. */
+function supervisedHyperparameters (given: JobCreateBody['hyperparameters'], at: string, from: StartingPoint | undefined) {
+  const lora = from?.adapter?.lora
+  const resolved = resolveHyperparameters(given, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
+  if (lora) checkLoraContinuation(lora, resolved.hyperparameters, at)
+  return resolved
 }
 
 /** A LoRA checkpoint keeps training its adapter: same rank and scale, on the same base. */
@@ -226,7 +229,7 @@ export async function failJob (db: Kysely<Database>, jobId: string, error: JobEr
 }
 
 export function jobRowToApi (row: JobRow): FineTuningJob {
-  const { hyperparameters } = row
+  const method = methodToApi(row)
   return {
     ...row.extra_fields, // unknown request keys first, so they can never shadow a field of ours
     id: row.id,
@@ -236,8 +239,8 @@ export function jobRowToApi (row: JobRow): FineTuningJob {
     status: row.status,
     training_file: row.training_file,
     validation_file: row.validation_file,
-    hyperparameters,
-    method: { type: 'supervised', supervised: { hyperparameters } },
+    hyperparameters: method.type === 'supervised' ? row.hyperparameters : null, // FineTuningJob: SupervisedHParameters | null
+    method,
     integrations: row.integrations ? publicIntegrations(row.integrations) : null,
     from_checkpoint: row.from_checkpoint
       ? publicHubCheckpoint(row.from_checkpoint)

@@ -4,13 +4,13 @@ import type { ExpressionBuilder, Insertable, Kysely, Selectable, Updateable } fr
 import type { Database, JobTable } from '../db/database.js'
 import { toPage, unknownAfter, type Page, type PageRequest } from '../db/paging.js'
 import type { HubCheckpoint } from '../hub/hub-checkpoint.js'
-import type { Hyperparameters } from './hyperparameters.js'
+import type { JobHyperparameters, StoredMethod } from './job-method.js'
 import type { Integration } from './integrations.js'
 import { TERMINAL_STATUSES, UNFINISHED_STATUSES, type JobError, type JobStatus } from './jobs.schemas.js'
 
 interface JobJson {
-  hyperparameters: Hyperparameters // fully resolved
-  method: Record<string, unknown> | null // as requested (type + resolved hyperparameters)
+  hyperparameters: JobHyperparameters // fully resolved, the method's (job-method.ts)
+  method: StoredMethod | null // its type; null on rows from before it was stored: supervised
   integrations: Integration[] | null // as requested, secrets included; never sent back
   tags: string[] | null
   extra_body: Record<string, unknown> | null
@@ -33,7 +33,7 @@ const parsed = <T>(text: string | null): T | null => (text === null ? null : JSO
 export function decodeJob (row: Selectable<JobTable>): JobRow {
   return {
     ...row,
-    hyperparameters: JSON.parse(row.hyperparameters) as Hyperparameters,
+    hyperparameters: JSON.parse(row.hyperparameters) as JobHyperparameters,
     method: parsed(row.method),
     integrations: parsed(row.integrations),
     tags: parsed(row.tags),

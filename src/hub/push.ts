@@ -1,6 +1,7 @@
-// The hf integration: once training has succeeded, the job's final checkpoint (its adapter, or its full
-// weights) and a model card go to `output_repo_name` with the integration's token, in one commit through
-// @huggingface/hub (createRepo, then uploadFiles: preupload, LFS batch + PUT for large files, commit).
+// The hf integration: once training has succeeded, the job's final checkpoint (its adapter, its full
+// weights, or a spec-draft job's drafter folder) and a model card go to `output_repo_name` with the
+// integration's token, in one commit through @huggingface/hub (createRepo, then uploadFiles:
+// preupload, LFS batch + PUT for large files, commit).
 // A push that fails fails neither the job nor its checkpoints: an error-level event says why.
 import { openAsBlob } from 'node:fs'
 import { createRepo, HubApiError, uploadFiles } from '@huggingface/hub'
@@ -10,6 +11,7 @@ import { getFile, getFiles } from '../files/files.store.js'
 import { listCheckpoints, type CheckpointRow } from '../fine-tuning/checkpoints.store.js'
 import { rootBaseId } from '../fine-tuning/continue-from.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
+import { isSpecDraft } from '../fine-tuning/job-method.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { modelCard } from './model-card.js'
 
@@ -48,7 +50,8 @@ async function pushOne (ctx: AppContext, job: JobRow, target: HfExport): Promise
     jobId: job.id,
     checkpoint: checkpoint.fine_tuned_model_checkpoint,
     step: checkpoint.step_number,
-    lora: named.some(f => f.path === 'adapter_config.json'),
+    kind: isSpecDraft(job.method) ? 'drafter' : named.some(f => f.path === 'adapter_config.json') ? 'lora' : 'full',
+    target: job.model,
     trainingFile: (await getFile(ctx.db, job.project_id, job.training_file))?.filename ?? job.training_file,
     validationFile: job.validation_file
       ? (await getFile(ctx.db, job.project_id, job.validation_file))?.filename ?? job.validation_file

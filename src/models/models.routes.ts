@@ -20,7 +20,8 @@ const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(M
 export const modelsRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const allModels = async (projectId: string) => {
     const base = ctx.models.list().map(m => ({ id: m.id, object: 'model' as const, created: m.createdAt, owned_by: 'opentune' }))
-    const tuned = await checkpointModels(ctx.db, projectId)
+    // a spec-draft job's drafters are not models to call or fine-tune (docs/api.md): not listed
+    const tuned = (await checkpointModels(ctx.db, projectId)).filter(t => !t.drafter)
     const deployed = (await listDeployments(ctx.db, projectId)).filter(d => d.status === 'active').reverse()
     return [
       ...base,

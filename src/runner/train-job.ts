@@ -12,6 +12,9 @@ import { lastCheckpointName } from '../fine-tuning/checkpoints.store.js'
 import { appendEvent } from '../fine-tuning/events.store.js'
 import { failJob, moveJob } from '../fine-tuning/jobs.service.js'
 import { getJobById, updateJobIf, type JobRow } from '../fine-tuning/jobs.store.js'
+import type { Hyperparameters } from '../fine-tuning/hyperparameters.js'
+import { specDraftHyperparameters, supervisedHyperparameters } from '../fine-tuning/job-method.js'
+import type { SpecDraftHyperparameters } from '../fine-tuning/spec-draft-hyperparameters.js'
 import { nowSeconds } from '../ids.js'
 import { projectName } from '../projects/keys.store.js'
 import { classifyExit, type ExitFacts } from './exit.js'
@@ -128,7 +131,7 @@ export async function trainJob (
     }
     if (stopReason) act(attempt, stopReason) // asked for before it started
     const exit = await attempt.exited
-    const { lora } = job.hyperparameters
+    const lora = supervisedHyperparameters(job)?.lora ?? false // a drafter trains no LoRA
     const diskFull = await diskIsFull(dir)
     const facts: ExitFacts = { oomKilled: exit.oomKilled, lora, diskFull, dataDir: ctx.config.dataDir }
     await handler.drained()
@@ -325,10 +328,11 @@ async function requeue (ctx: AppContext, job: JobRow, f: FinishInput, reason: 's
 }
 
 function trainerSpec (ctx: AppContext, job: JobRow, model: ModelFolders, dir: string) {
-  const hp = job.hyperparameters
+  const draft = specDraftHyperparameters(job)
   return {
     version: 1,
     job_id: job.id,
+    method: draft ? 'spec-draft' : 'supervised',
     // what adapter_config.json names as the base: the model the adapter's weights apply to
     base_model: model.name,
     model_dir: model.dir,
@@ -339,18 +343,35 @@ function trainerSpec (ctx: AppContext, job: JobRow, model: ModelFolders, dir: st
     resume: true,
     seed: job.seed,
     device: ctx.config.trainerDevice,
-    hyperparameters: {
-      batch_size: hp.batch_size,
-      learning_rate: hp.learning_rate,
-      n_epochs: hp.n_epochs,
-      warmup_ratio: hp.warmup_ratio,
-      weight_decay: hp.weight_decay,
-      max_grad_norm: hp.max_grad_norm,
-      lora: hp.lora,
-      lora_r: hp.lora_r,
-      lora_alpha: hp.lora_alpha,
-      lora_dropout: hp.lora_dropout,
-    },
+    // packing and context_length are the data pipeline's (validate-files.ts), for either method
+    hyperparameters: draft ? drafterHyperparameters(draft) : supervisedSpec(job.hyperparameters as Hyperparameters),
     valid_sample_rows: 32,
   }
 }
+
+const supervisedSpec = (hp: Hyperparameters) => ({
+  batch_size: hp.batch_size,
+  learning_rate: hp.learning_rate,
+  n_epochs: hp.n_epochs,
+  warmup_ratio: hp.warmup_ratio,
+  weight_decay: hp.weight_decay,
+  max_grad_norm: hp.max_grad_norm,
+  lora: hp.lora,
+  lora_r: hp.lora_r,
+  lora_alpha: hp.lora_alpha,
+  lora_dropout: hp.lora_dropout,
+})
+
+// the drafter's target is model_dir (+ init_adapter, which the trainer merges into it)
+const drafterHyperparameters = (hp: SpecDraftHyperparameters) => ({
+  batch_size: hp.batch_size,
+  learning_rate: hp.learning_rate,
+  n_epochs: hp.n_epochs,
+  warmup_ratio: hp.warmup_ratio,
+  weight_decay: hp.weight_decay,
+  max_grad_norm: hp.max_grad_norm,
+  architecture: hp.architecture,
+  num_decoding_heads: hp.num_decoding_heads,
+  loss: { type: hp.loss.type },
+  draft_vocab_size: hp.draft_vocab_size,
+})

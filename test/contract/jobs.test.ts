@@ -59,8 +59,7 @@ for (const dialect of DIALECTS) {
       assert.equal(dpo.statusCode, 422)
       assert.deepEqual(dpo.json().detail[0].loc, ['body', 'method', 'type'])
       const draft = await createJob(env, { method: { type: 'spec-draft', spec_draft: { hyperparameters: {} } } })
-      assert.equal(draft.statusCode, 400)
-      expectErrorBody(draft)
+      assert.equal(draft.statusCode, 200, draft.body) // test/contract/spec-draft-jobs.test.ts says more
     })
 
     it('answers bad bodies with 422 whose detail locates each field', async () => {
