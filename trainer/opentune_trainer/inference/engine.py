@@ -4,6 +4,11 @@ Each `step()`: drop cancelled rows, admit waiting requests into free slots (pref
 right-padded batches; the prefill gives their first token), decode one token for every row that
 was already running, sample every row at once, emit one `tokens` line, finish rows that hit a stop
 id or max_tokens (the last row moves into the freed slot, so rows stay compact).
+
+Rows with a drafter (greedy, no penalties, no logprobs: speculative.py) draft a few tokens each
+step; then every running row goes through one target forward (forward.extend: the fed token plus
+its drafts, one token for a plain row), and a speculative row emits the drafts the target agrees
+with plus the target's own next token (several items for its id in that step's `tokens` line).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..checkpoint import ModelError, load_model
+from . import speculative as spec
 from .adapters import NO_LORA, Adapter, LoraGroups, adapter_mtime, load_adapter
-from .forward import DecodeInputs, decode, prefill
+from .forward import DecodeInputs, decode, extend, prefill
 from .kv_cache import KVCache
 from .packed import pack_linears
 from .sampling import make_plan, prompt_logprobs, sample
@@ -57,6 +63,8 @@ class Request:
     stop_ids: frozenset[int] = frozenset()
     logprobs: int | None = None
     prompt_logprobs: bool = False
+    draft_path: str | None = None  # an EAGLE-3 drafter folder (speculative decoding)
+    num_speculative_tokens: int | None = None  # None: the drafter's config, else spec.DEFAULT_STEPS
     # while running
     adapter: Adapter | None = None
     gen: torch.Generator | None = None
@@ -65,6 +73,15 @@ class Request:
     generated: int = 0
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
+    # speculative rows only (speculative.py says what these hold between steps)
+    draft: spec.Drafter | None = None
+    steps: int = 0  # drafts per verify forward
+    seq: list[int] = field(default_factory=list)  # prompt + generated tokens
+    feat: torch.Tensor | None = None
+    dlen: int = 0
+    verifies: int = 0  # verify forwards that carried drafts
+    drafted: int = 0
+    accepted: int = 0
 
 
 class Engine:
@@ -92,6 +109,11 @@ class Engine:
         self._plan = None
         self._lora_key: tuple | None = None
         self._lora = NO_LORA
+        self.drafters: OrderedDict[str, spec.Drafter] = OrderedDict()  # least recently used first
+        self.draft_cache: KVCache | None = None  # made when a first drafter loads
+        self._verified: dict[
+            int, tuple[list[int], list[int], torch.Tensor]
+        ] = {}  # id(row) → drafts, argmaxes, features
 
     # -- memory ------------------------------------------------------------------------------
     def param_bytes(self) -> int:
@@ -104,27 +126,36 @@ class Engine:
 
     def nbytes(self) -> int:
         extra = self.counts.numel() * 4 if self.counts is not None else 0
+        extra += sum(d.nbytes() for d in self.drafters.values())
+        extra += self.draft_cache.nbytes() if self.draft_cache is not None else 0
         return self.param_bytes() + self.cache.nbytes() + sum(a.nbytes() for a in self.adapters.values()) + extra
 
     def busy(self) -> bool:
         return bool(self.rows)
 
     def drop_adapters(self, need: int) -> int:
-        """Unload least recently used adapters no running row uses, until `need` bytes are freed."""
-        used = {id(r.adapter) for r in self.rows}
+        """Unload least recently used adapters and drafters no running row uses, until `need` bytes
+        are freed (the drafters' cache goes with the last drafter)."""
+        used = {id(r.adapter) for r in self.rows} | {id(r.draft) for r in self.rows}
         freed = 0
-        for path in list(self.adapters):
-            if freed >= need:
-                break
-            a = self.adapters[path]
-            if id(a) not in used:
-                freed += a.nbytes()
-                del self.adapters[path]
+        for store in (self.adapters, self.drafters):
+            for path in list(store):
+                if freed >= need:
+                    break
+                a = store[path]
+                if id(a) not in used:
+                    freed += a.nbytes()
+                    del store[path]
+        if not self.drafters and self.draft_cache is not None and freed < need:
+            freed += self.draft_cache.nbytes()
+            self.draft_cache = None
         return freed
 
     def unload(self) -> None:
         self.cache.free()
         self.adapters.clear()
+        self.drafters.clear()
+        self.draft_cache = None
         self.counts = None
         del self.model
 
@@ -144,6 +175,22 @@ class Engine:
             message=f"loaded adapter {path} ({a.nbytes() / 1e6:.1f} MB) in {time.monotonic() - t0:.2f} s",
         )
         return a
+
+    def drafter(self, path: str, make_room: Callable[[int], None]) -> spec.Drafter:
+        d = self.drafters.get(path)
+        if d is not None and d.mtime == spec.drafter_mtime(path):
+            self.drafters.move_to_end(path)
+            return d
+        t0 = time.monotonic()
+        d = spec.load(path, self.model, self.device, self.dtype)
+        make_room(d.nbytes())
+        self.drafters[path] = d
+        self.emit(
+            "log",
+            level="info",
+            message=f"loaded drafter {path} ({d.nbytes() / 1e6:.1f} MB) in {time.monotonic() - t0:.2f} s",
+        )
+        return d
 
     def check(self, req: Request) -> None:
         n = len(req.prompt)
@@ -168,6 +215,22 @@ class Engine:
             req.gen.manual_seed(req.seed if req.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         if (req.presence or req.frequency) and self.counts is None:
             self.counts = torch.zeros(self.max_batch, self.cfg.vocab_size, device=self.device)
+        if req.draft_path:  # loaded (and checked) for every row that names it; used by greedy plain rows
+            d = self.drafter(req.draft_path, make_room)
+            if req.temperature == 0 and not (req.presence or req.frequency) and req.logprobs is None:
+                req.draft, req.steps = d, req.num_speculative_tokens or d.steps
+                req.seq = list(req.prompt)
+                if self.draft_cache is None:
+                    c = self.cfg
+                    self.draft_cache = KVCache(
+                        1,
+                        c.num_key_value_heads,
+                        c.head_dim,
+                        self.max_batch,
+                        c.max_position_embeddings + spec.MAX_STEPS,
+                        self.device,
+                        self.dtype,
+                    )
 
     def _prefill(self, group: list[tuple[Request, int]]) -> dict[int, torch.Tensor]:
         """One padded forward for `group` ((request, cache slot) pairs); emits prompt logprobs and
@@ -185,7 +248,13 @@ class Engine:
         lora = LoraGroups(
             [(a, None if len(idx) == len(group) else torch.tensor(idx, device=self.device)) for a, idx in by.values()]
         )
-        h = prefill(self.model, self.cache, slots, tokens, lora)
+        capture = spec.capture_for(self.cfg.num_hidden_layers) if any(r.draft for r, _ in group) else None
+        h = prefill(self.model, self.cache, slots, tokens, lora, capture)
+        if capture is not None:
+            aux = spec.features(capture, self.cfg.num_hidden_layers)
+            for b, (r, _) in enumerate(group):
+                if r.draft is not None:
+                    r.feat, r.dlen = aux[b, : len(r.prompt)], 0
         gen = [b for b, (r, _) in enumerate(group) if r.max_tokens > 0]
         last = torch.tensor([len(group[b][0].prompt) - 1 for b in gen], device=self.device)
         logits = self.model.lm_head(h[torch.tensor(gen, device=self.device), last]).float() if gen else None
@@ -293,6 +362,10 @@ class Engine:
 
     def _decode(self, m: int) -> torch.Tensor:
         rows = self.rows[:m]
+        # drafts per row this step: never more than max_tokens leaves room for after the target's own token
+        ks = [min(r.steps, r.max_tokens - r.generated - 1) if r.draft is not None else 0 for r in rows]
+        if any(k > 0 for k in ks):
+            return self._speculate(m, ks)
         positions = [r.length for r in rows]
         self.cache.ensure(len(self.rows), max(positions) + 1, [r.length for r in self.rows])
         inp = DecodeInputs(self.model, positions, self.device, self.dtype)
@@ -300,16 +373,89 @@ class Engine:
         h = decode(self.model, self.cache, tokens, inp, self._lora_groups(m))
         return self.model.lm_head(h[:, 0]).float()
 
+    def _speculate(self, m: int, ks: list[int]) -> torch.Tensor:
+        """Draft for the rows with ks[i] > 0, then one target forward over every running row (its fed
+        token and its drafts); keeps each speculative row's drafts, the target's argmax after each
+        prefix and its features for step() and returns every row's first-position logits [m, vocab]."""
+        rows = self.rows[:m]
+        L = self.cfg.num_hidden_layers
+        need = max(r.length + k for r, k in zip(rows, ks, strict=True)) + 1
+        lengths = [r.length for r in self.rows]
+        self.draft_cache.ensure(len(self.rows), need + max(ks), lengths)
+        by: dict[int, tuple[spec.Drafter, list[int]]] = {}
+        for i, r in enumerate(rows):
+            if ks[i]:
+                by.setdefault(id(r.draft), (r.draft, []))[1].append(i)
+        drafts: dict[int, list[int]] = {}
+        for d, idx in by.values():
+            for i, out in zip(
+                idx,
+                spec.draft(d.module, self.draft_cache, idx, [rows[i] for i in idx], [ks[i] for i in idx]),
+                strict=True,
+            ):
+                drafts[i] = out
+        T = 1 + max(ks)
+        tokens = torch.zeros(m, T, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            tokens[i, : 1 + ks[i]] = torch.tensor([r.last] + drafts.get(i, []), device=self.device)
+        counts = [1 + k for k in ks]
+        self.cache.ensure(len(self.rows), need, lengths)
+        capture = spec.capture_for(L)
+        h = extend(self.model, self.cache, tokens, counts, [r.length for r in rows], self._lora_groups(m), capture)
+        t = torch.arange(T, device=self.device)
+        valid = t[None] < torch.tensor(counts, device=self.device)[:, None]
+        logits = self.model.lm_head(h[valid]).float()  # [Σ counts, vocab], row by row
+        starts = [0]
+        for c in counts[:-1]:
+            starts.append(starts[-1] + c)
+        best = logits.argmax(-1).tolist()
+        aux = spec.features(capture, L)
+        self._verified = {
+            id(rows[i]): (drafts[i], best[starts[i] : starts[i] + counts[i]], aux[i, : counts[i]]) for i in drafts
+        }
+        return logits[torch.tensor(starts, device=self.device)]
+
+    def _emitted(self, r: Request, token: int) -> list[int]:
+        """The tokens row r gets this step (speculative rows: the accepted drafts and the target's
+        token, their state advanced), cut after a stop id or at max_tokens."""
+        verified = self._verified.pop(id(r), None)
+        if verified is None:
+            new = [token]
+        else:
+            drafts, greedy, aux = verified
+            new = spec.accepted(drafts, greedy)
+            r.verifies += 1
+            r.drafted += len(drafts)
+            r.accepted += len(new) - 1
+            r.dlen, r.feat = r.length, aux[: len(new)]  # step-0 keys now cover 0..length-1
+        for n, t in enumerate(new):
+            if t in r.stop_ids or r.generated + n + 1 >= r.max_tokens:
+                return new[: n + 1]
+        return new
+
     def finish(self, i: int, reason: str | None, error: tuple[str, str] | None = None) -> None:
         """Close row i (done or error) and move the last row into its slot."""
         r = self.rows[i]
+        self._verified.pop(id(r), None)
         if error is None:
-            self.emit("done", id=r.id, finish_reason=reason, prompt_tokens=len(r.prompt), completion_tokens=r.generated)
+            extra = {}
+            if r.draft is not None:
+                extra["speculative"] = {"verifies": r.verifies, "drafted": r.drafted, "accepted": r.accepted}
+            self.emit(
+                "done",
+                id=r.id,
+                finish_reason=reason,
+                prompt_tokens=len(r.prompt),
+                completion_tokens=r.generated,
+                **extra,
+            )
         else:
             self.emit("error", id=r.id, code=error[0], message=error[1])
         j = len(self.rows) - 1
         if i != j:
             self.cache.move(j, i, self.rows[j].length)
+            if self.draft_cache is not None and self.rows[j].draft is not None:
+                self.draft_cache.move(j, i, self.rows[j].dlen)
             if self.counts is not None:
                 self.counts[i] = self.counts[j]
             self.rows[i] = self.rows[j]
@@ -380,20 +526,29 @@ class Engine:
             )
         items, ended = [], []
         for i, r in enumerate(self.rows):
-            t = tokens[i]
-            if i < m:
-                r.length += 1  # the token fed this step is now in the cache
-            r.last = t
-            r.generated += 1
-            item = {"id": r.id, "token": t}
-            if r.logprobs is not None:
-                item["logprob"] = lps[i]
-                item["top"] = (
-                    [[a, b] for a, b in zip(tops[0][i][: r.logprobs], tops[1][i][: r.logprobs], strict=True)]
-                    if tops
-                    else []
-                )
-            items.append(item)
+            if r.draft is not None:  # several tokens at once; speculative rows have no logprobs
+                new = self._emitted(r, tokens[i])
+                if i < m:
+                    r.length += len(new)  # the token fed this step and the accepted drafts
+                r.seq += new
+                r.last = t = new[-1]
+                r.generated += len(new)
+                items += [{"id": r.id, "token": x} for x in new]
+            else:
+                t = tokens[i]
+                if i < m:
+                    r.length += 1  # the token fed this step is now in the cache
+                r.last = t
+                r.generated += 1
+                item = {"id": r.id, "token": t}
+                if r.logprobs is not None:
+                    item["logprob"] = lps[i]
+                    item["top"] = (
+                        [[a, b] for a, b in zip(tops[0][i][: r.logprobs], tops[1][i][: r.logprobs], strict=True)]
+                        if tops
+                        else []
+                    )
+                items.append(item)
             if t in r.stop_ids:
                 ended.append((i, "stop"))
             elif r.generated >= r.max_tokens:

@@ -4,7 +4,12 @@ q/k/v/o projections, q_norm/k_norm for Qwen3, HF rotate_half RoPE from model.rop
 - prefill: n prompts right-padded to [n, T], causal (sliding-window for Mistral) attention, their
   k/v written into their cache rows at positions 0..T-1; returns hidden states after the final norm;
 - decode: one token for each of rows 0..n-1 at its own position, attending over the compact views
-  k[:n, :, :L] with a per-row key mask (key j visible iff j ≤ pos, and pos - j < window).
+  k[:n, :, :L] with a per-row key mask (key j visible iff j ≤ pos, and pos - j < window);
+- extend: a few tokens for each of rows 0..n-1 (a speculative row's fed token and its drafts, one
+  for a plain row), right-padded; only the real ones are written to the cache.
+
+`capture` (prefill, extend): a dict whose keys are layer ids; each gets the residual stream entering
+that layer (HF hidden_states[i]), what an EAGLE-3 drafter reads (speculative.py).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ def _sdpa(q, k, v, mask, causal: bool):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
-def _layers(model, x, cos, sin, lora: LoraGroups, write, attend):
+def _layers(model, x, cos, sin, lora: LoraGroups, write, attend, capture: dict | None = None):
     """Run every block; `write(i, k, v)` stores the new keys/values, `attend(i, q, k, v)` attends."""
     cfg = model.config
     B, T, _ = x.shape
     H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     for i, block in enumerate(model.model.layers):
+        if capture is not None and i in capture:
+            capture[i] = x
         at = block.self_attn
         h = block.input_layernorm(x)
         q = lora.linear(at.q_proj, h, i, "q_proj").view(B, T, H, hd)
@@ -54,7 +61,14 @@ def _layers(model, x, cos, sin, lora: LoraGroups, write, attend):
 
 
 @torch.no_grad()
-def prefill(model: LlamaForCausalLM, cache: KVCache, rows: torch.Tensor, tokens: torch.Tensor, lora: LoraGroups):
+def prefill(
+    model: LlamaForCausalLM,
+    cache: KVCache,
+    rows: torch.Tensor,
+    tokens: torch.Tensor,
+    lora: LoraGroups,
+    capture: dict | None = None,
+):
     """tokens [n, T] (prompts right-padded to T) into cache rows `rows` [n]; returns final hidden
     states [n, T, hidden]. Right padding needs no mask: causal attention never lets a prompt
     position see a later (padding) one, and the padding's keys land past the row's length, where
@@ -79,7 +93,7 @@ def prefill(model: LlamaForCausalLM, cache: KVCache, rows: torch.Tensor, tokens:
     def attend(i, q, k, v):
         return _sdpa(q, k, v, mask, mask is None)
 
-    return _layers(model, x, cos, sin, lora, write, attend)
+    return _layers(model, x, cos, sin, lora, write, attend, capture)
 
 
 class DecodeInputs:
@@ -115,3 +129,45 @@ def decode(model: LlamaForCausalLM, cache: KVCache, tokens: torch.Tensor, inp: D
         return _sdpa(q, cache.k[i][:n, :, :L], cache.v[i][:n, :, :L], inp.mask, False)
 
     return _layers(model, x, inp.cos, inp.sin, lora, write, attend)
+
+
+@torch.no_grad()
+def extend(
+    model: LlamaForCausalLM,
+    cache: KVCache,
+    tokens: torch.Tensor,
+    counts: list[int],
+    positions: list[int],
+    lora: LoraGroups,
+    capture: dict | None = None,
+):
+    """tokens [n, T]: row i's first counts[i] tokens at positions[i], positions[i]+1, … (the rest is
+    padding) → final hidden states [n, T, hidden]. Only real tokens are written to the cache (a
+    padding key could land past the context, or on a slot another row's token needs); padding
+    queries see keys up to their would-be position and their outputs are never read."""
+    n, T = tokens.shape
+    dev = tokens.device
+    x = model.model.embed_tokens(tokens)
+    t = torch.arange(T, device=dev)
+    pos = torch.tensor(positions, device=dev)[:, None] + t[None]  # [n, T]
+    valid = t[None] < torch.tensor(counts, device=dev)[:, None]
+    L = max(p + c for p, c in zip(positions, counts, strict=True))
+    j = torch.arange(L, device=dev)
+    keep = j[None, None] <= pos[:, :, None]  # [n, T, L]
+    window = model.config.sliding_window
+    if window is not None:
+        keep = keep & (pos[:, :, None] - j[None, None] < window)
+    mask = keep[:, None]  # [n, 1, T, L]
+    cos, sin = model.rope(pos, x.dtype)
+    cos, sin = cos[:, None], sin[:, None]
+    rows_v = torch.arange(n, device=dev)[:, None].expand(n, T)[valid]
+    pos_v = pos[valid]
+
+    def write(i, k, v):  # k, v [n, KV, T, hd]; cache[rows_v, :, pos_v] is [N, KV, hd]
+        cache.k[i][rows_v, :, pos_v] = k.transpose(1, 2)[valid]
+        cache.v[i][rows_v, :, pos_v] = v.transpose(1, 2)[valid]
+
+    def attend(i, q, k, v):
+        return _sdpa(q, cache.k[i][:n, :, :L], cache.v[i][:n, :, :L], mask, False)
+
+    return _layers(model, x, cos, sin, lora, write, attend, capture)

@@ -23,6 +23,7 @@ import torch
 from .. import protocol
 from ..checkpoint import ModelError, param_count, read_config, weight_files
 from .engine import Engine, Request, is_oom
+from .speculative import MAX_STEPS
 
 EOF_MARK = object()  # the reader thread's last item: stdin closed, the service went away
 # the longest the idle loop sleeps between checks of --idle-seconds; short enough that unloading is
@@ -68,6 +69,12 @@ def parse_generate(msg: dict) -> Request:
     stop = msg.get("stop_ids") or []
     if not isinstance(stop, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in stop):
         raise ValueError("stop_ids must be a list of token ids")
+    draft = msg.get("draft")
+    if draft is not None and (not isinstance(draft, str) or not draft):
+        raise ValueError("draft must be a drafter folder path or null")
+    steps = msg.get("num_speculative_tokens")
+    if steps is not None:
+        steps = _number(msg, "num_speculative_tokens", None, 1, MAX_STEPS, integer=True)
     logprobs = msg.get("logprobs")
     seed = msg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -86,6 +93,8 @@ def parse_generate(msg: dict) -> Request:
         stop_ids=frozenset(stop),
         logprobs=None if logprobs is None else _number(msg, "logprobs", 0, 0, 20, integer=True),
         prompt_logprobs=bool(msg.get("prompt_logprobs", False)),
+        draft_path=os.path.abspath(draft) if draft else None,
+        num_speculative_tokens=steps,
     )
 
 
