@@ -133,7 +133,7 @@ def load_model(model_dir: str, device="cpu", dtype: torch.dtype = torch.float32)
     return model
 
 
-def _publish(tmp: str, final: str) -> None:
+def publish(tmp: str, final: str) -> None:
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -146,7 +146,7 @@ def save_adapter(out: str, model: torch.nn.Module, r: int, alpha: float, dropout
     st.save(adapter_state_dict(model), os.path.join(tmp, "adapter_model.safetensors"))
     with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
         json.dump(adapter_config(r, alpha, dropout, base_model), f, indent=2)
-    _publish(tmp, out)
+    publish(tmp, out)
     return sorted(os.listdir(out))
 
 
@@ -190,7 +190,7 @@ def save_full(
         sd.pop("lm_head.weight", None)  # HF omits the tied copy
     _write_shards(tmp, sd, shard_bytes)
     copy_base_files(model_dir, tmp)  # config + tokenizer, so the folder loads on its own
-    _publish(tmp, out)
+    publish(tmp, out)
     return sorted(os.listdir(out))
 
 

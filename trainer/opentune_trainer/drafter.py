@@ -247,8 +247,9 @@ def acceptance_length(accuracy: list[float], coverage: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------- files
-def drafter_config(target_cfg: dict, cfg: ModelConfig, draft_vocab: int) -> dict:
-    """config.json of the drafter: the target's dimensions, one layer, both vocabulary sizes."""
+def drafter_config(target_cfg: dict, cfg: ModelConfig, draft_vocab: int, steps: int | None = None) -> dict:
+    """config.json of the drafter: the target's dimensions, one layer, both vocabulary sizes (and
+    the draft steps it was trained for, a hint for num_speculative_tokens that loaders ignore)."""
     out = {
         "architectures": [ARCHITECTURE],
         "model_type": "llama",
@@ -271,6 +272,8 @@ def drafter_config(target_cfg: dict, cfg: ModelConfig, draft_vocab: int) -> dict
         "hidden_act": "silu",
         "torch_dtype": cfg.torch_dtype,
     }
+    if steps is not None:
+        out["num_speculative_tokens"] = steps
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key in target_cfg:
             out[key] = target_cfg[key]
@@ -289,13 +292,13 @@ def drafter_tensors(d: Eagle3Drafter, dtype: torch.dtype) -> dict[str, torch.Ten
     return out
 
 
-def save_drafter(out: str, d: Eagle3Drafter, target_cfg: dict) -> list[str]:
+def save_drafter(out: str, d: Eagle3Drafter, target_cfg: dict, steps: int | None = None) -> list[str]:
     """Write config.json + model.safetensors into the folder `out` (created); returns the names."""
     os.makedirs(out, exist_ok=True)
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(d.config.torch_dtype, torch.float32)
     st.save(drafter_tensors(d, dtype), os.path.join(out, "model.safetensors"))
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(drafter_config(target_cfg, d.config, len(d.d2t)), f, indent=2)
+        json.dump(drafter_config(target_cfg, d.config, len(d.d2t), steps), f, indent=2)
     return ["config.json", "model.safetensors"]
 
 

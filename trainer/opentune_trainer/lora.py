@@ -87,3 +87,19 @@ def adapter_config(r: int, alpha: float, dropout: float, base_model: str) -> dic
         "inference_mode": True,
         "revision": None,
     }
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> None:
+    """Fold every LoRALinear into a plain nn.Linear (W + scaling·B·A, in W's dtype): the fine-tuned
+    model as one set of weights, e.g. the frozen target of a spec-draft job."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                w = child.weight
+                delta = (child.lora_B.weight @ child.lora_A.weight) * child.scaling
+                merged = nn.Linear(w.shape[1], w.shape[0], bias=child.bias is not None, device=w.device, dtype=w.dtype)
+                merged.weight.copy_(w.float() + delta.to(w.device))
+                if child.bias is not None:
+                    merged.bias.copy_(child.bias)
+                setattr(module, name, merged)

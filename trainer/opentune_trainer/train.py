@@ -296,13 +296,19 @@ class Trainer:
         self.step += 1
         self._report_compiles()
         return {
-            "train_loss": loss / n_loss if n_loss else None,
-            "train_mean_token_accuracy": correct / n_loss if n_loss else None,
+            **self.step_scores(loss, correct, n_loss),
             "learning_rate": lr,
             "tokens": sum(self.train_split.row_len[r] for r in rows),
             "loss_tokens": n_loss,
             "grad_norm": norm,
             "step_time_s": round(time.perf_counter() - t0, 4),
+        }
+
+    def step_scores(self, loss: float, correct: float, n_loss: int) -> dict[str, float | None]:
+        """A step's train_loss and train_mean_token_accuracy from accumulate's sums."""
+        return {
+            "train_loss": loss / n_loss if n_loss else None,
+            "train_mean_token_accuracy": correct / n_loss if n_loss else None,
         }
 
     def _shrink(self, retry_step: bool = True) -> None:
@@ -370,6 +376,7 @@ class Trainer:
             stop_s=round(self.writer.estimate_s(self._state_bytes()), 1),
         )
         log(self.how)  # how this job runs: precision, attention kernel, micro-batches, checkpointing, compile
+        self.before_training()
         last_save = time.time()
         order: list[int] = []
         order_epoch = -1
@@ -401,6 +408,9 @@ class Trainer:
         self.writer.wait()  # the last state is on disk before `finished`
         emit("finished", step=self.step, status="succeeded")
         return 0
+
+    def before_training(self) -> None:
+        """After `started`, before the first step (draft_train.py reports its baseline here)."""
 
     def _check_finite(self) -> None:
         if self.world.size == 1:
@@ -445,6 +455,23 @@ class Trainer:
 
     @phase("validating and writing a checkpoint")
     def save_checkpoint(self, epoch: int) -> None:
+        metrics = self.checkpoint_metrics()
+        out = os.path.join(os.path.abspath(self.spec.output_dir), "checkpoints", f"step-{self.step}")
+        files = self.write_checkpoint(out)
+        if files is None:
+            return  # rank 0 writes
+        # The line is also kept beside the folder: state is saved right after it, so a service that
+        # dies before reading the line would never hear of this checkpoint again; on resume it reads
+        # checkpoints/step-N.json instead (docs/trainer-protocol.md §3).
+        fields = dict(step=self.step, epoch=epoch, dir=out, files=files, metrics=metrics)
+        tmp = out + ".json.tmp"
+        with open(tmp, "w") as f:
+            f.write(protocol_line("checkpoint", **fields))
+        os.replace(tmp, out + ".json")
+        emit("checkpoint", **fields)
+
+    def checkpoint_metrics(self) -> dict[str, float | None]:
+        """The seven keys of the API's Metrics at this step (validation: a fixed sample, then all)."""
         v = f = (None, None)
         if self.valid_split is not None:
             sample = data.valid_sample(len(self.valid_split), self.spec.valid_sample_rows, self.spec.seed)
@@ -456,7 +483,7 @@ class Trainer:
             probe, _ = self.evaluate(self.last_rows, self.train_split)
             if probe is not None and not math.isfinite(probe):
                 raise diverged(self.step, "the loss after the update is not finite", self.hp)
-        metrics = {
+        return {
             "step": self.step,
             "train_loss": self.last.get("train_loss"),
             "train_mean_token_accuracy": self.last.get("train_mean_token_accuracy"),
@@ -465,13 +492,15 @@ class Trainer:
             "full_valid_loss": f[0],
             "full_valid_mean_token_accuracy": f[1],
         }
-        out = os.path.join(os.path.abspath(self.spec.output_dir), "checkpoints", f"step-{self.step}")
+
+    def write_checkpoint(self, out: str) -> list[str] | None:
+        """The checkpoint's files in the folder `out`; their names (None on ranks other than 0)."""
         full = None if self.hp.lora else distributed.full_state_dict(self.model, self.net)  # all ranks gather
         if not self.world.main:
-            return  # rank 0 writes
+            return None
         os.makedirs(os.path.dirname(out), exist_ok=True)
         if self.hp.lora:
-            files = checkpoint.save_adapter(
+            return checkpoint.save_adapter(
                 out,
                 self.model,
                 self.hp.lora_r,
@@ -479,17 +508,7 @@ class Trainer:
                 self.hp.lora_dropout,
                 self.spec.base_model or self.spec.model_dir,
             )
-        else:
-            files = checkpoint.save_full(out, self.model, self.spec.model_dir, state_dict=full)
-        # The line is also kept beside the folder: state is saved right after it, so a service that
-        # dies before reading the line would never hear of this checkpoint again; on resume it reads
-        # checkpoints/step-N.json instead (docs/trainer-protocol.md §3).
-        fields = dict(step=self.step, epoch=epoch, dir=out, files=files, metrics=metrics)
-        tmp = out + ".json.tmp"
-        with open(tmp, "w") as f:
-            f.write(protocol_line("checkpoint", **fields))
-        os.replace(tmp, out + ".json")
-        emit("checkpoint", **fields)
+        return checkpoint.save_full(out, self.model, self.spec.model_dir, state_dict=full)
 
     @phase("writing resumable state")
     def save_state(self, wait: bool = False) -> None:
@@ -536,7 +555,12 @@ def batch_stats(model: torch.nn.Module, b: data.Batch) -> tuple[torch.Tensor, to
 
 
 def run(spec: Spec) -> int:
-    trainer = Trainer(spec)
+    if spec.method == "spec-draft":
+        from .draft_train import DraftTrainer
+
+        trainer: Trainer = DraftTrainer(spec)
+    else:
+        trainer = Trainer(spec)
     signal.signal(signal.SIGTERM, trainer.request_stop)
     try:
         trainer.setup()
