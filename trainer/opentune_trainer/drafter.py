@@ -215,7 +215,7 @@ def step_loss(
     if M == 0:
         return StepLoss(zero, zero.detach(), zero.detach(), 0, len(target_top))
     q_logp = torch.log_softmax(logits[covered].float(), dim=-1)
-    p_logp = target_logp[covered]
+    p_logp = target_logp[covered].float()  # bf16 log-probabilities: renormalised and exp'd in float32
     p = p_logp.exp()
     p_hat_logp = p_logp - torch.logsumexp(p_logp, dim=-1, keepdim=True)
     p_hat = p_hat_logp.exp()

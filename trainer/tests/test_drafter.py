@@ -345,6 +345,18 @@ def test_losses_have_finite_gradients_even_far_from_the_target(loss_type):
         assert x.grad[6:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("loss_type", drafter.LOSS_TYPES)
+def test_losses_are_float32_for_bf16_inputs(loss_type):
+    """bf16 draft logits and target log-probabilities: the loss is that of their float32 values."""
+    d, z, logp, top = loss_case(5)
+    logits = torch.randn(z.shape[0], VD, generator=torch.Generator().manual_seed(7)).bfloat16()
+    wide = drafter.step_loss(logits.float(), logp.bfloat16().float(), top, d, loss_type)
+    s = drafter.step_loss(logits, logp.bfloat16(), top, d, loss_type)
+    assert s.loss.dtype == torch.float32 and s.alpha.dtype == torch.float32
+    assert float(s.loss) == pytest.approx(float(wide.loss), rel=1e-6)
+    assert float(s.alpha) == pytest.approx(float(wide.alpha), rel=1e-6)
+
+
 # ------------------------------------------------------------------------ 4. draft vocabulary
 def test_draft_vocabulary_is_the_most_frequent_trained_tokens_and_d2t_t2d_agree():
     g = torch.Generator().manual_seed(0)
