@@ -344,7 +344,8 @@ def load_drafter(folder: str, embed: torch.Tensor, device, dtype: torch.dtype) -
     if absent or missing.unexpected_keys:
         raise ValueError(f"{folder}: not an EAGLE-3 drafter (missing {absent}, unexpected {missing.unexpected_keys})")
     d = d.to(device=device, dtype=dtype)
-    d.embed_tokens.weight = embed  # type: ignore[assignment] - the target's, shared
+    # the target's, shared: a plain tensor (one `.to()` cast, say) is wrapped, not copied
+    d.embed_tokens.weight = embed if isinstance(embed, nn.Parameter) else nn.Parameter(embed, requires_grad=False)
     return d.eval().requires_grad_(False)
 
 

@@ -617,3 +617,13 @@ def test_saved_drafter_is_what_vllm_and_sglang_load(tmp_path, dtype):
             b = drafter.ttt_forward(back, aux, tokens, pos, doc, 3)
         for x, y in zip(a, b, strict=True):
             assert torch.equal(d.logits(x), back.logits(y))
+
+
+def test_load_drafter_takes_the_target_embedding_as_a_plain_tensor(tmp_path):
+    """The engine may hand the embedding over cast to its dtype: `.to()` gives a plain tensor."""
+    d = random_drafter(1)
+    drafter.save_drafter(str(tmp_path), d, TARGET)
+    embed = d.embed_tokens.weight.detach().to(torch.float64)
+    back = drafter.load_drafter(str(tmp_path), embed, "cpu", torch.float64)
+    assert back.embed_tokens.weight.data_ptr() == embed.data_ptr()
+    assert not back.embed_tokens.weight.requires_grad
