@@ -297,8 +297,10 @@ def save_drafter(out: str, d: Eagle3Drafter, target_cfg: dict, steps: int | None
     os.makedirs(out, exist_ok=True)
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(d.config.torch_dtype, torch.float32)
     st.save(drafter_tensors(d, dtype), os.path.join(out, "model.safetensors"))
+    config = drafter_config(target_cfg, d.config, len(d.d2t), steps)
+    config["target_hidden_size"] = d.target_hidden  # vLLM and SGLang size fc's input by it (3 ×)
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(drafter_config(target_cfg, d.config, len(d.d2t), steps), f, indent=2)
+        json.dump(config, f, indent=2)
     return ["config.json", "model.safetensors"]
 
 

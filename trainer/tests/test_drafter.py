@@ -627,3 +627,15 @@ def test_load_drafter_takes_the_target_embedding_as_a_plain_tensor(tmp_path):
     back = drafter.load_drafter(str(tmp_path), embed, "cpu", torch.float64)
     assert back.embed_tokens.weight.data_ptr() == embed.data_ptr()
     assert not back.embed_tokens.weight.requires_grad
+
+
+def test_a_drafter_over_a_wider_target_says_so_in_its_config(tmp_path):
+    """fc reads 3 × the target's hidden size; vLLM and SGLang size fc by target_hidden_size."""
+    g = torch.Generator().manual_seed(0)
+    d = drafter.Eagle3Drafter(target_config(), torch.arange(VD), target_hidden=96)
+    drafter.init_drafter(d, torch.randn(V, H, generator=g), 0)
+    drafter.save_drafter(str(tmp_path), d, TARGET)
+    tensors, cfg = read_file(str(tmp_path))
+    assert tuple(tensors["fc.weight"].shape) == (H, 3 * cfg["target_hidden_size"]) == (64, 288)
+    back = drafter.load_drafter(str(tmp_path), d.embed_tokens.weight, "cpu", torch.float32)
+    assert torch.equal(back.fc.weight, d.fc.weight)
