@@ -98,6 +98,11 @@ export const errors = {
       ? 'fine-tune or draft for: give its target model as model.'
       : 'call: it drafts for its target model, which serves it (docs/spec-draft.md); send requests to the target model.'}`,
     'model'),
+  // draft_model of an inference request: unknown (or another project's) answers as an unknown model
+  draftModelNotFound: (id: string) => new ApiError(404, INVALID, 'model_not_found',
+    `No drafter checkpoint found with id '${shown(id)}'.`, 'draft_model'),
+  draftModelUnusable: (id: string, why: string) => new ApiError(400, INVALID, 'invalid_draft_model',
+    `draft_model '${shown(id)}' cannot draft for this request: ${why}.`, 'draft_model'),
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',
     `${param} is not supported: ${why}`, param),
   // one message for an unknown checkpoint and another project's: nothing is said about the latter

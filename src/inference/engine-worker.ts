@@ -19,6 +19,9 @@ export interface GenerateRequest {
   stop_ids: number[]
   logprobs: number | null
   prompt_logprobs: boolean
+  /** An EAGLE-3 drafter folder: greedy rows decode speculatively (docs/inference-protocol.md). */
+  draft?: string
+  num_speculative_tokens?: number
 }
 
 export type TopLogprobs = Array<[number, number]>

@@ -4,12 +4,15 @@ import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import type { AppContext } from '../context.js'
+import { errors } from '../errors.js'
 import { clientGoneSignal, openEventStream, type EventStream } from '../http/sse.js'
 import type { EngineWorker } from './engine-worker.js'
 import type { VllmBackend } from './vllm.js'
 import type { ChoiceOutput } from './generate.js'
 import { ChatCompletionRequest, CompletionRequest } from './inference.schemas.js'
-import { prepareChat, prepareCompletion, runChoices, servedModelOrThrow, type Prepared } from './inference.service.js'
+import {
+  draftModelFor, prepareChat, prepareCompletion, runChoices, servedModelOrThrow, type Prepared,
+} from './inference.service.js'
 import { streamChat, streamCompletion } from './streams.js'
 import { chatSampling, completionSampling } from './parameters.js'
 import { chatCompletion, envelope, idsOf, promptTokens, textCompletion, TokenTexts } from './responses.js'
@@ -22,9 +25,13 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, {
   }, async (request, reply) => {
     const served = await servedModelOrThrow(ctx, request.projectId, request.body.model)
     // vLLM implements parameters we do not (response_format, logit_bias…): it judges them itself
-    if (vllm) return await passThrough(reply, await vllm.forward('/v1/chat/completions', request.body, served, clientGoneSignal(reply)))
+    if (vllm) {
+      refuseDraftOnVllm(request.body)
+      return await passThrough(reply, await vllm.forward('/v1/chat/completions', request.body, served, clientGoneSignal(reply)))
+    }
     const params = chatSampling(request.body)
-    const prepared = await prepareChat(served, request.body, params)
+    const draft = await draftModelFor(ctx, request.projectId, served, params)
+    const prepared = { ...await prepareChat(served, request.body, params), ...(draft ? { draft } : {}) }
     engine.checkCapacity(prepared.prompts.length * params.n)
     const env = envelope('chatcmpl', request.body.model)
     if (params.stream) {
@@ -39,9 +46,13 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, {
   }, async (request, reply) => {
     const served = await servedModelOrThrow(ctx, request.projectId, request.body.model)
     // vLLM implements parameters we do not (response_format, logit_bias…): it judges them itself
-    if (vllm) return await passThrough(reply, await vllm.forward('/v1/completions', request.body, served, clientGoneSignal(reply)))
+    if (vllm) {
+      refuseDraftOnVllm(request.body)
+      return await passThrough(reply, await vllm.forward('/v1/completions', request.body, served, clientGoneSignal(reply)))
+    }
     const params = completionSampling(request.body)
-    const prepared = await prepareCompletion(served, request.body, params)
+    const draft = await draftModelFor(ctx, request.projectId, served, params)
+    const prepared = { ...await prepareCompletion(served, request.body, params), ...(draft ? { draft } : {}) }
     engine.checkCapacity(prepared.prompts.length * params.n)
     const env = envelope('cmpl', request.body.model)
     const echo = request.body.echo === true
@@ -51,6 +62,16 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<Options> = async (app, {
     const choices = await runWhole(engine, prepared, reply)
     return textCompletion(env, prepared, choices, await textsFor(prepared, choices, echo), echo)
   })
+}
+
+/** vLLM takes a drafter only at launch (--speculative-config), for every request: not per request. */
+function refuseDraftOnVllm (body: { draft_model?: string | null, num_speculative_tokens?: number | null }): void {
+  for (const key of ['draft_model', 'num_speculative_tokens'] as const) {
+    if (body[key] != null) {
+      throw errors.unsupportedParameter(key, 'the vLLM backend takes a drafter only when vLLM starts ' +
+        '(--speculative-config, docs/spec-draft.md), for every request; it cannot be chosen per request')
+    }
+  }
 }
 
 /** vLLM's answer as it came: status, content type and body bytes (an SSE stream stays one). */

@@ -24,6 +24,9 @@ const Sampling = {
   stream: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   stream_options: StreamOptions,
   user: Type.Optional(Type.String()),
+  // speculative decoding on the embedded engine (extra_body; docs/inference.md "Speculative decoding")
+  draft_model: Nullable(Type.String({ minLength: 1 })),
+  num_speculative_tokens: Nullable(Type.Integer({ minimum: 1, maximum: 10 })),
 }
 
 export const ChatCompletionRequest = Type.Object({

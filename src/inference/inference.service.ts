@@ -2,7 +2,8 @@
 // fits the context, and run the choices (n per prompt) concurrently on the embedded engine.
 import type { AppContext } from '../context.js'
 import { errors } from '../errors.js'
-import type { EngineWorker } from './engine-worker.js'
+import { resolveDraftModel, type DraftModel } from './draft-model.js'
+import type { EngineWorker, GenerateRequest } from './engine-worker.js'
 import { runChoice, type ChoiceListener, type ChoiceOutput, type ChoiceRequest } from './generate.js'
 import type { ChatCompletionRequest, CompletionRequest } from './inference.schemas.js'
 import type { SamplingParams } from './parameters.js'
@@ -21,12 +22,25 @@ export interface Prepared {
   logprobs: number | null
   promptLogprobs: boolean
   tools: ToolFormat | null
+  /** The drafter of a request with `draft_model`. */
+  draft?: DraftModel
 }
 
 export async function servedModelOrThrow (ctx: AppContext, projectId: string, model: string): Promise<ServedModel> {
   const served = await resolveServedModel(ctx, projectId, model)
   if (!served) throw errors.modelNotFound(model)
   return served
+}
+
+/** The request's drafter, when it names one (a 404 or a 400 naming draft_model otherwise). */
+export async function draftModelFor (
+  ctx: AppContext,
+  projectId: string,
+  served: ServedModel,
+  params: SamplingParams
+): Promise<DraftModel | undefined> {
+  if (params.draftModel === null) return undefined
+  return await resolveDraftModel(ctx, projectId, served, params.draftModel, params.numSpeculativeTokens)
 }
 
 export async function prepareChat (
@@ -108,6 +122,7 @@ export async function runChoices (
     stop_ids: prepared.prompt.stopIds,
     logprobs: prepared.logprobs,
     prompt_logprobs: prepared.promptLogprobs,
+    ...draftFields(prepared.draft),
     stop: params.stop,
   })))
   // every choice or none: a second failing after the first must not leave the first running
@@ -126,4 +141,11 @@ export async function runChoices (
   } finally {
     signal.removeEventListener('abort', abort)
   }
+}
+
+/** The worker's draft fields: absent without a drafter (the request line stays as it was). */
+function draftFields (draft: DraftModel | undefined): Pick<GenerateRequest, 'draft' | 'num_speculative_tokens'> {
+  if (!draft) return {}
+  const steps = draft.numSpeculativeTokens
+  return { draft: draft.dir, ...(steps !== null ? { num_speculative_tokens: steps } : {}) }
 }

@@ -14,12 +14,15 @@ export interface SamplingParams {
   stop: string[]
   stream: boolean
   includeUsage: boolean
+  /** A spec-draft checkpoint's name (draft-model.ts), and the drafts per step asked for. */
+  draftModel: string | null
+  numSpeculativeTokens: number | null
 }
 
 // Accepted because they change nothing about the output (bookkeeping, routing hints).
 const HARMLESS = ['user', 'metadata', 'safety_identifier', 'prompt_cache_key', 'parallel_tool_calls']
 const SAMPLING = ['model', 'max_tokens', 'temperature', 'top_p', 'n', 'seed', 'presence_penalty', 'frequency_penalty',
-  'stop', 'stream', 'stream_options']
+  'stop', 'stream', 'stream_options', 'draft_model', 'num_speculative_tokens']
 const CHAT = new Set([...HARMLESS, ...SAMPLING, 'messages', 'max_completion_tokens', 'logprobs', 'top_logprobs', 'tools',
   'tool_choice', 'store', 'service_tier', 'response_format', 'logit_bias'])
 const COMPLETION = new Set([...HARMLESS, ...SAMPLING, 'prompt', 'echo', 'logprobs', 'best_of', 'suffix', 'logit_bias'])
@@ -51,6 +54,9 @@ function common (body: ChatCompletionRequest | CompletionRequest, maxTokens: num
   if (stop.some(s => s === '')) throw errors.unsupportedParameter('stop', 'a stop sequence may not be empty')
   const stream = body.stream === true
   if (body.stream_options != null && !stream) throw errors.unsupportedParameter('stream_options', 'it needs "stream": true')
+  if (body.num_speculative_tokens != null && body.draft_model == null) {
+    throw errors.unsupportedParameter('num_speculative_tokens', 'it needs a draft_model')
+  }
   return {
     maxTokens,
     temperature: body.temperature ?? 1,
@@ -62,6 +68,8 @@ function common (body: ChatCompletionRequest | CompletionRequest, maxTokens: num
     stop,
     stream,
     includeUsage: body.stream_options?.include_usage === true,
+    draftModel: body.draft_model ?? null,
+    numSpeculativeTokens: body.num_speculative_tokens ?? null,
   }
 }
 
