@@ -102,6 +102,7 @@ export interface JobMetricsTable {
   grad_norm: number | null // before clipping
   tokens: number | null
   step_time_s: number | null
+  extra: string | null // JSON {name: number}: the step's other metrics (a drafter's), as reported
 }
 
 export interface DeploymentTable {

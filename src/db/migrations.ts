@@ -260,6 +260,16 @@ function executorAttempt (dialect: Dialect): Migration {
   }
 }
 
+// A step's metrics beyond the fixed columns (a drafter's acceptance rates), as JSON: the trainer may
+// report any; they are listed and exported as reported.
+function jobMetricsExtra (): Migration {
+  return {
+    async up (db: Db) {
+      await db.schema.alterTable('job_metrics').addColumn('extra', 'text').execute()
+    },
+  }
+}
+
 export function migrationsFor (dialect: Dialect): Record<string, Migration> {
   return {
     '0001_initial': initial(dialect),
@@ -270,6 +280,7 @@ export function migrationsFor (dialect: Dialect): Record<string, Migration> {
     '0006_hub': hubCheckpoint(),
     '0007_executor': executorAttempt(dialect),
     '0008_tracker_runs': trackerRuns(dialect),
+    '0009_job_metrics_extra': jobMetricsExtra(),
   }
 }
 

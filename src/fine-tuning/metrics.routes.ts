@@ -40,7 +40,9 @@ export const MetricsPoint = Type.Object({
   valid_mean_token_accuracy: num,
   full_valid_loss: num,
   full_valid_mean_token_accuracy: num,
-}, { title: 'FineTuningJobMetricsPoint' })
+  // beyond these, a method's own metrics as the trainer reported them (a drafter's acceptance rates:
+  // train_* at every step, valid_* at the checkpoints' steps)
+}, { title: 'FineTuningJobMetricsPoint', additionalProperties: num })
 export type MetricsPoint = Static<typeof MetricsPoint>
 
 export const MetricsList = Type.Object({
@@ -49,13 +51,20 @@ export const MetricsList = Type.Object({
   has_more: Type.Boolean(),
 })
 
-type Validation = Record<typeof VALID_KEYS[number], number | null>
+type Validation = Record<typeof VALID_KEYS[number], number | null> & { [extra: string]: number | null }
+
+const STANDARD = new Set(Object.keys(MetricsPoint.properties))
 
 function toPoint (row: MetricsRow, valid: Validation | undefined): MetricsPoint {
-  const { tokens, step_time_s: seconds } = row
+  const { tokens, step_time_s: seconds, extra, ...fixed } = row
   const rate = tokens !== null && seconds !== null && seconds > 0 ? tokens / seconds : null
+  const validExtra = Object.entries(valid ?? {}).filter(([k]) => !STANDARD.has(k) && !(k in extra))
   return {
-    ...row,
+    ...Object.fromEntries(validExtra),
+    ...extra,
+    ...fixed,
+    tokens,
+    step_time_s: seconds,
     tokens_per_second: rate,
     valid_loss: valid?.valid_loss ?? null,
     valid_mean_token_accuracy: valid?.valid_mean_token_accuracy ?? null,

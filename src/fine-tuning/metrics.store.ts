@@ -5,9 +5,10 @@
 import type { Kysely, Selectable } from 'kysely'
 import type { Database, JobMetricsTable } from '../db/database.js'
 
-export type MetricsRow = Omit<Selectable<JobMetricsTable>, 'job_id'>
+/** `extra`: the step's metrics beyond the fixed columns (a drafter's acceptance rates), by name. */
+export type MetricsRow = Omit<Selectable<JobMetricsTable>, 'job_id' | 'extra'> & { extra: Record<string, number> }
 
-export type StepMetrics = MetricsRow
+export type StepMetrics = Omit<MetricsRow, 'extra'> & { extra?: Record<string, number> }
 
 const finite = (v: number | null | undefined): number | null =>
   typeof v === 'number' && Number.isFinite(v) ? v : null
@@ -22,6 +23,7 @@ export async function recordStepMetrics (db: Kysely<Database>, jobId: string, m:
     grad_norm: finite(m.grad_norm),
     tokens: finite(m.tokens),
     step_time_s: finite(m.step_time_s),
+    extra: m.extra && Object.keys(m.extra).length > 0 ? JSON.stringify(m.extra) : null,
   }
   await db.insertInto('job_metrics').values({ job_id: jobId, step: m.step, ...values })
     .onConflict(oc => oc.columns(['job_id', 'step']).doUpdateSet(values))
@@ -40,10 +42,12 @@ export async function listStepMetrics (
   req: { afterStep?: number | undefined, limit?: number | undefined }
 ): Promise<MetricsRow[]> {
   let q = db.selectFrom('job_metrics')
-    .select(['step', 'epoch', 'train_loss', 'train_mean_token_accuracy', 'learning_rate', 'grad_norm', 'tokens', 'step_time_s'])
+    .select(['step', 'epoch', 'train_loss', 'train_mean_token_accuracy', 'learning_rate', 'grad_norm', 'tokens', 'step_time_s',
+      'extra'])
     .where('job_id', '=', jobId)
   if (req.afterStep !== undefined) q = q.where('step', '>', req.afterStep)
   q = q.orderBy('step', 'asc')
   if (req.limit !== undefined) q = q.limit(req.limit)
-  return await q.execute()
+  const rows = await q.execute()
+  return rows.map(r => ({ ...r, extra: r.extra === null ? {} : JSON.parse(r.extra) as Record<string, number> }))
 }

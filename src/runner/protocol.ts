@@ -24,6 +24,16 @@ const REQUIRED: Record<TrainerLine['type'], Record<string, 'number' | 'string' |
   heartbeat: {},
 }
 
+// what a metrics line may say beyond these is the method's own (a drafter's train_acceptance_rate_1)
+const METRICS_LINE_KEYS = new Set(['type', 'step', 'total_steps', 'epoch', 'train_loss', 'train_mean_token_accuracy',
+  'learning_rate', 'tokens', 'loss_tokens', 'grad_norm', 'step_time_s'])
+
+/** A metrics line's other keys with finite numbers, which are stored and shown as reported. */
+export function extraStepMetrics (line: Extract<TrainerLine, { type: 'metrics' }>): Record<string, number> {
+  return Object.fromEntries(Object.entries(line).filter(([k, v]) =>
+    !METRICS_LINE_KEYS.has(k) && typeof v === 'number' && Number.isFinite(v)) as Array<[string, number]>)
+}
+
 export function parseTrainerLine (line: string): TrainerLine | null {
   let value: unknown
   try { value = JSON.parse(line) } catch { return null }

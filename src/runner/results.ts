@@ -9,7 +9,7 @@ import { appendEvent } from '../fine-tuning/events.store.js'
 import { checkpointModelName } from '../fine-tuning/jobs.service.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { newCheckpointId, newFileId } from '../ids.js'
-import type { TrainerLine } from './protocol.js'
+import { extraStepMetrics, type TrainerLine } from './protocol.js'
 
 type CheckpointLine = Extract<TrainerLine, { type: 'checkpoint' }>
 type MetricsLine = Extract<TrainerLine, { type: 'metrics' }>
@@ -74,19 +74,21 @@ export async function truncateMetricsLog (path: string, keepUpToStep: number): P
 }
 
 export function metricsLogLine (line: MetricsLine): string {
-  return JSON.stringify({ step: line.step, epoch: line.epoch, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy, learning_rate: line.learning_rate, tokens: line.tokens, step_time_s: line.step_time_s }) + '\n'
+  return JSON.stringify({ ...extraStepMetrics(line), step: line.step, epoch: line.epoch, train_loss: line.train_loss, train_mean_token_accuracy: line.train_mean_token_accuracy, learning_rate: line.learning_rate, tokens: line.tokens, step_time_s: line.step_time_s }) + '\n'
 }
 
-/** The job's result file: one CSV row per optimizer step, validation columns filled at checkpoints. */
+/** The job's result file: one CSV row per optimizer step, validation columns filled at checkpoints;
+ *  a method's own metrics (a drafter's acceptance rates) in columns after the fixed ones, by name. */
 export async function publishMetricsCsv (ctx: AppContext, job: JobRow, logPath: string): Promise<string> {
   const rows = await readMetricsLog(logPath)
   const validByStep = await checkpointMetrics(ctx.db, job.id)
   const cell = (v: unknown) => (v === null || v === undefined ? '' : String(v))
-  const lines = [CSV_COLUMNS.join(',')]
-  for (const r of rows) {
-    const merged: Record<string, unknown> = { ...r, ...Object.fromEntries(Object.entries(validByStep.get(Number(r.step)) ?? {}).filter(([k]) => k.includes('valid'))) }
-    lines.push(CSV_COLUMNS.map(c => cell(merged[c])).join(','))
-  }
+  const merged = rows.map(r => ({ ...r, ...Object.fromEntries(Object.entries(validByStep.get(Number(r.step)) ?? {}).filter(([k]) => k.includes('valid'))) }))
+  const fixed = new Set<string>(CSV_COLUMNS)
+  const extra = [...new Set(merged.flatMap(r => Object.keys(r)).filter(k => !fixed.has(k)))].sort()
+  const columns = [...CSV_COLUMNS, ...extra]
+  const lines = [columns.join(',')]
+  for (const r of merged) lines.push(columns.map(c => cell((r as Record<string, unknown>)[c])).join(','))
   const csvPath = `${logPath}.csv`
   await writeFile(csvPath, lines.join('\n') + '\n')
   const id = newFileId()

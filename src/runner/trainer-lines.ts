@@ -9,7 +9,7 @@ import { moveJob } from '../fine-tuning/jobs.service.js'
 import { dropMetricsAfter, recordStepMetrics } from '../fine-tuning/metrics.store.js'
 import { updateJob, type JobRow } from '../fine-tuning/jobs.store.js'
 import type { TrackerSet } from '../trackers/trackers.js'
-import { parseTrainerLine, type TrainerLine } from './protocol.js'
+import { extraStepMetrics, parseTrainerLine, type TrainerLine } from './protocol.js'
 import { metricsLogLine, registerCheckpoint, truncateMetricsLog } from './results.js'
 
 const MAX_METRIC_EVENTS = 100 // per job, besides the first and last step: long jobs stay readable
@@ -131,6 +131,7 @@ export class TrainerLines {
       grad_norm: line.grad_norm ?? null,
       tokens: line.tokens ?? null,
       step_time_s: line.step_time_s ?? null,
+      extra: extraStepMetrics(line),
     })
     this.trackers?.step(line) // queued, never waited for
     if (this.quiet || line.step <= this.lastStep) return // cancelled, or already reported before an interruption

@@ -55,7 +55,7 @@ for (const dialect of DIALECTS) {
 
     it('takes each loss type and every value given, keeps unknown keys with a warning', async () => {
       for (const type of ['kl', 'lk_alpha', 'lk_hybrid']) {
-        const given = { loss: { type }, num_decoding_heads: 10, batch_size: 2, learning_rate: 0.5, draft_vocab_size: 128 }
+        const given = { loss: { type }, num_decoding_heads: 10, batch_size: 2, learning_rate: 0.5, draft_vocab_size: 9 }
         const res = await createJob(env, specDraft(given))
         assert.equal(res.statusCode, 200, res.body)
         assert.deepEqual(res.json().method.spec_draft.hyperparameters, { ...DEFAULTS, ...given })
@@ -129,7 +129,10 @@ for (const dialect of DIALECTS) {
     it('never takes a drafter checkpoint for a model: not to fine-tune, draft for, call or list', async () => {
       const job = (await createJob(env, specDraft())).json()
       const name = `ft:opentune/tiny-llama:main::${job.id}:ckpt-step-4`
-      await insertCheckpoint(env.ctx.db, { jobId: job.id, stepNumber: 4, fineTunedModelCheckpoint: name, metrics: {}, resultFiles: [] })
+      const metrics = { step: 4, train_loss: 1.5, valid_acceptance_rate_1: 0.6, valid_acceptance_length: 1.9 }
+      const ckpt = await insertCheckpoint(env.ctx.db, {
+        jobId: job.id, stepNumber: 4, fineTunedModelCheckpoint: name, metrics, resultFiles: [],
+      })
       await updateJob(env.ctx.db, job.id, { status: 'succeeded', fine_tuned_model: name })
       for (const body of [{ model: name }, { model: name, ...specDraft() }]) {
         const res = await createJob(env, body)
@@ -139,10 +142,8 @@ for (const dialect of DIALECTS) {
         assert.equal(res.json().error.param, 'model')
         assert.match(res.json().error.message, /drafter.*not a model to fine-tune or draft for/)
       }
-      const chat = await env.app.inject({
-        method: 'POST', url: '/v1/chat/completions', headers: env.auth(),
-        payload: { model: name, messages: [{ role: 'user', content: 'Hi' }] },
-      })
+      const messages = [{ role: 'user', content: 'Hi' }]
+      const chat = await env.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: env.auth(), payload: { model: name, messages } })
       assert.equal(chat.statusCode, 400, chat.body)
       assert.match(chat.json().error.message, /drafter.*drafts for its target model/)
       const completion = await env.app.inject({ method: 'POST', url: '/v1/completions', headers: env.auth(), payload: { model: name, prompt: 'Hi' } })
@@ -150,6 +151,18 @@ for (const dialect of DIALECTS) {
       assert.equal(completion.json().error.param, 'model')
       const models = (await env.app.inject({ url: '/v1/models', headers: env.auth() })).json()
       assert.ok(!models.data.some((m: { id: string }) => m.id === name), 'drafters are not listed')
+      // its checkpoint carries the drafter's own metrics after the seven, valid in both specs
+      const path = `${JOBS}/{job_id}/checkpoints/{checkpoint_id}`
+      const got = await env.app.inject({ url: `${JOBS}/${job.id}/checkpoints/${ckpt.id}`, headers: env.auth() })
+      assert.equal(got.statusCode, 200, got.body)
+      expectSpec('GET', path, got)
+      expectSpec('GET', path, got, { seed: true })
+      assert.equal(got.json().metrics.valid_acceptance_rate_1, 0.6)
+      assert.equal(got.json().metrics.valid_acceptance_length, 1.9)
+      assert.equal(got.json().metrics.full_valid_loss, null)
+      const list = await env.app.inject({ url: `${JOBS}/${job.id}/checkpoints`, headers: env.auth() })
+      expectSpec('GET', `${JOBS}/{job_id}/checkpoints`, list)
+      assert.equal(list.json().data[0].metrics.valid_acceptance_length, 1.9)
     })
   })
 }
