@@ -225,6 +225,21 @@ def test_mixed_batch_joining_at_different_steps(setup):
     assert not eng.rows and not eng._verified
 
 
+def test_rows_joining_a_running_speculative_batch(setup):
+    """Two speculative rows run, then six more join (the drafters' cache grows its slots while the
+    first two keep their keys): every row as it decodes alone without a drafter."""
+    target, _, trained = setup
+    ps = prompts(13, [6, 9, 12, 5, 20, 3, 8, 15])
+    want = plain_tokens(target, [req(str(i), target, p, 24) for i, p in enumerate(ps)])
+    out = run(
+        engine(target),
+        with_draft([req(str(i), target, p, 24) for i, p in enumerate(ps)], trained),
+        join_at=[0, 0, 3, 3, 3, 4, 4, 6],
+    )
+    for i in range(len(ps)):
+        assert out[str(i)]["tokens"] == want[str(i)][0], i
+
+
 def test_memory_counts_the_drafter_and_its_cache(setup, tmp_path):
     target, random_dir, trained = setup
     eng = engine(target)

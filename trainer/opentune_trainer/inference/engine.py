@@ -381,7 +381,8 @@ class Engine:
         L = self.cfg.num_hidden_layers
         need = max(r.length + k for r, k in zip(rows, ks, strict=True)) + 1
         lengths = [r.length for r in self.rows]
-        self.draft_cache.ensure(len(self.rows), need + max(ks), lengths)
+        # rows past the drafters' cache's slots have no step-0 keys yet: nothing of theirs to keep
+        self.draft_cache.ensure(len(self.rows), need + max(ks), lengths[: self.draft_cache.slots])
         by: dict[int, tuple[spec.Drafter, list[int]]] = {}
         for i, r in enumerate(rows):
             if ks[i]:
