@@ -456,8 +456,9 @@ def test_overfitting_one_batch_drives_step0_agreement_to_one(greedy_batch, loss_
 # draft_id_to_target_id, prefixes every other name but lm_head's with "model.";
 # LlamaModel.load_weights renames "midlayer." to "layers.0." and loads q/k/v into the stacked
 # qkv_proj (QKVParallelLinear(2·hidden, head_dim, heads, kv_heads)) and gate/up into gate_up_proj;
-# any other name is a KeyError (params_dict[name]). fc is ReplicatedLinear(3·target_hidden_size →
-# hidden); lm_head ParallelLMHead(draft_vocab_size, hidden); embed_tokens is skipped when absent.
+# any other name is refused (params_dict[name], AutoWeightsLoader). fc is
+# ReplicatedLinear(3·target_hidden_size → hidden); lm_head ParallelLMHead(draft_vocab_size, hidden);
+# embed_tokens is skipped when absent (the target's is used).
 # Shapes are [out, in] per shard, for hidden 64, 4 heads of 16, 2 kv heads, intermediate 128.
 VLLM_PARAMS = {
     "model.fc.weight": {None: (64, 192)},
