@@ -55,4 +55,15 @@ describe(`${DIALECTS[0]}: a vLLM server behind opentune`, () => {
     const viaDeployment = await client.chat.completions.create({ model: deployed.name, messages: ask, max_tokens: 5 })
     assert.equal(viaDeployment.model, deployed.name)
   })
+
+  it('refuses draft_model with a 400 naming it: vLLM takes a drafter only at its launch', async () => {
+    const before = vllm.requests.length
+    for (const extra of [{ draft_model: checkpoint.name }, { num_speculative_tokens: 3 }]) {
+      const asked = client.chat.completions.create({ model: BASE, messages: ask, max_tokens: 5, ...extra } as never)
+      await assert.rejects(asked,
+        (err: { status?: number, param?: string, message?: string }) =>
+          err.status === 400 && err.param === Object.keys(extra)[0] && /--speculative-config/.test(err.message ?? ''))
+    }
+    assert.equal(vllm.requests.length, before, 'nothing was forwarded')
+  })
 })
