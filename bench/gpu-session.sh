@@ -9,7 +9,8 @@
 # things. One log per step in OUT/<step>.log, their exit codes and seconds in OUT/steps.tsv, and a
 # summary table (tokens/s, MFU, peak memory, ours ÷ baseline) in OUT/summary.md.
 #
-#  1 versions, doctor, and a real CLI job on the tiny model on CUDA (bf16, compile, fused AdamW)
+#  1 versions, doctor, and a real CLI job on the tiny model on CUDA (bf16, compile, fused AdamW);
+#    a spec-draft drafter for it loaded by vLLM (method eagle3), where vLLM is installed
 #  2 1B LoRA: the HF + PEFT baseline in its config (8×2048, no checkpointing), then ours in it
 #  3 8B LoRA: the baseline's config (4×2048, checkpointing), ours in it, and ours memory-matched
 #    (1×2048 per micro-batch without checkpointing: about the baseline's memory, no recomputation)
@@ -48,7 +49,7 @@ step() {  # step <name> <timeout s> <command…>: exit 124 = its timeout, "skipp
   timeout -k 5 "$limit" "$@" >"$out/$name.log" 2>&1
   rc=$?
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" >>"$out/steps.tsv"
-  grep -E '^\{"impl"|passed|failed|Error' "$out/$name.log" | tail -n 5
+  grep -E '^\{"impl"|^\{"check"|passed|failed|Error' "$out/$name.log" | tail -n 5
   [ "$rc" -eq 0 ] || echo "   exit $rc (see $out/$name.log)"
 }
 
@@ -64,6 +65,8 @@ step versions 30 bash -c "nvidia-smi; echo peak_tflops=$PEAK; $PY -c 'import tor
 print(torch.__version__, torch.version.cuda, transformers.__version__, peft.__version__)'; \
 $PY -m opentune_trainer doctor"
 step smoke 90 "$PY" -m pytest -q -x -c trainer/pytest.ini trainer/tests/test_gpu_training.py -k True
+# issue 16: a spec-draft drafter for the tiny model, loaded in vLLM with method eagle3 (where vLLM imports)
+step spec-draft-vllm 90 "$PY" bench/spec_draft_vllm.py "$out/spec-draft"
 # 2 ------------------------------------------------------------------------------------------
 base baseline-1b 75 "'llama-1b', 8, 2048, 10, False"
 ours ours-1b 75 "'llama-1b', 8, 2048, 10, False"
