@@ -131,7 +131,8 @@ export async function trainJob (
     }
     if (stopReason) act(attempt, stopReason) // asked for before it started
     const exit = await attempt.exited
-    const lora = supervisedHyperparameters(job)?.lora ?? false // a drafter trains no LoRA
+    // facts.lora silences "or LoRA" in out-of-memory advice: no advice for a drafter either
+    const lora = supervisedHyperparameters(job)?.lora ?? true
     const diskFull = await diskIsFull(dir)
     const facts: ExitFacts = { oomKilled: exit.oomKilled, lora, diskFull, dataDir: ctx.config.dataDir }
     await handler.drained()

@@ -134,7 +134,8 @@ export interface Job {
   fine_tuned_model: string | null
   training_file: string
   validation_file: string | null
-  hyperparameters: Record<string, unknown>
+  hyperparameters: Record<string, unknown> | null // null for a spec-draft job: under method.spec_draft
+  method?: { type?: string, spec_draft?: { hyperparameters?: Record<string, unknown> } } | null
   result_files: string[]
   trained_tokens: number | null
   trained_steps?: number | null

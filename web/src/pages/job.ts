@@ -41,6 +41,14 @@ function alertError (near: Element, err: Error): void {
   setTimeout(() => p.remove(), 8000)
 }
 
+/** A checkpoint's metrics beyond the seven (a drafter's acceptance rates), as one line under its name. */
+function extraMetrics (metrics: Record<string, number | null>): HTMLElement[] {
+  const standard = new Set<string>(METRIC_KEYS)
+  const extra = Object.entries(metrics).filter(([k]) => !standard.has(k)).sort(([a], [b]) => a.localeCompare(b))
+  if (extra.length === 0) return []
+  return [h('div', { class: 'muted', 'data-testid': 'extra-metrics' }, extra.map(([k, v]) => `${k} ${fmtNum(v)}`).join(' · '))]
+}
+
 export function jobPage (main: HTMLElement, id: string): () => void {
   const ac = new AbortController()
   const { signal } = ac
@@ -87,13 +95,18 @@ export function jobPage (main: HTMLElement, id: string): () => void {
       .finally(() => { cancelButton.disabled = false })
   })
 
+  // a spec-draft job's checkpoints are drafters: no chat with them (they draft for the target)
+  const isDrafterJob = () => job?.method?.type === 'spec-draft'
+
   function renderJob (): void {
     if (!job) return
     const j = job
+    const drafter = isDrafterJob()
     title.replaceChildren('Job ', h('code', {}, j.id), ' ', statusBadge(j.status))
     cancelButton.hidden = ENDED.has(j.status)
     clear(summary, h('dl', {},
-      h('dt', {}, 'Model'), h('dd', {}, j.model),
+      h('dt', {}, drafter ? 'Target model' : 'Model'), h('dd', {}, j.model),
+      h('dt', {}, 'Method'), h('dd', {}, drafter ? 'spec-draft (an EAGLE-3 drafter for the model)' : 'supervised'),
       h('dt', {}, 'Progress'), h('dd', {}, progress(j)),
       h('dt', {}, 'ETA'), h('dd', {}, j.status === 'running' ? fmtEta(j.estimated_finish) : '—'),
       h('dt', {}, 'Trained tokens'), h('dd', {}, j.trained_tokens ?? '—'),
@@ -101,8 +114,8 @@ export function jobPage (main: HTMLElement, id: string): () => void {
       h('dt', {}, 'Finished'), h('dd', {}, fmtTime(j.finished_at)),
       h('dt', {}, 'Training file'), h('dd', {}, h('code', {}, j.training_file)),
       h('dt', {}, 'Validation file'), h('dd', {}, j.validation_file ? h('code', {}, j.validation_file) : 'none'),
-      h('dt', {}, 'Fine-tuned model'), h('dd', {}, j.fine_tuned_model
-        ? h('span', {}, h('code', {}, j.fine_tuned_model), ' ', h('a', { href: `#/playground?model=${encodeURIComponent(j.fine_tuned_model)}` }, 'chat'))
+      h('dt', {}, drafter ? 'Drafter' : 'Fine-tuned model'), h('dd', {}, j.fine_tuned_model
+        ? h('span', {}, h('code', {}, j.fine_tuned_model), ' ', drafter ? null : h('a', { href: `#/playground?model=${encodeURIComponent(j.fine_tuned_model)}` }, 'chat'))
         : '—')))
     if (j.status === 'failed') {
       clear(errorBox, h('div', { class: 'error-box', role: 'alert', 'data-testid': 'job-error' },
@@ -111,7 +124,7 @@ export function jobPage (main: HTMLElement, id: string): () => void {
     } else if (j.status === 'cancelled') {
       clear(errorBox, h('div', { class: 'info-box' }, 'This job was cancelled.'))
     } else clear(errorBox)
-    clear(hpBody, ...Object.entries(j.hyperparameters ?? {}).map(([k, v]) =>
+    clear(hpBody, ...Object.entries(j.hyperparameters ?? j.method?.spec_draft?.hyperparameters ?? {}).map(([k, v]) =>
       h('tr', {}, h('th', {}, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v)))))
     clear(resultFiles, ...(j.result_files ?? []).map(f => downloadButton(f)))
     if ((j.result_files ?? []).length === 0) resultFiles.append(h('span', { class: 'muted' }, ENDED.has(j.status) ? 'none' : 'when the job has finished'))
@@ -127,7 +140,8 @@ export function jobPage (main: HTMLElement, id: string): () => void {
       return h('tr', { class: isBest ? 'best' : '', 'data-best': isBest ? 'true' : null, 'data-checkpoint-id': c.id },
         ...cells,
         h('td', { 'data-label': 'model' }, h('code', { class: 'wrap' }, c.fine_tuned_model_checkpoint), ' ',
-          h('a', { href: `#/playground?model=${encodeURIComponent(c.fine_tuned_model_checkpoint)}` }, 'chat')),
+          isDrafterJob() ? null : h('a', { href: `#/playground?model=${encodeURIComponent(c.fine_tuned_model_checkpoint)}` }, 'chat'),
+          ...extraMetrics(c.metrics)),
         h('td', { 'data-label': 'files' }, h('div', { class: 'buttons' }, ...(c.result_files ?? []).map(f => downloadButton(f)))))
     }))
     ckptNote.textContent = checkpoints.length === 0
