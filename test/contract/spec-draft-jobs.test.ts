@@ -4,11 +4,15 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { insertCheckpoint } from '../../src/fine-tuning/checkpoints.store.js'
 import { updateJob } from '../../src/fine-tuning/jobs.store.js'
+import { SPEC_DRAFT_DEFAULTS } from '../../src/fine-tuning/spec-draft-hyperparameters.js'
 import { expectErrorBody, expectSpec } from '../contract.js'
 import { createJob, DIALECTS, makeTestEnv, type TestEnv } from '../helper.js'
 
 const JOBS = '/v1/fine_tuning/jobs'
 const AT = ['body', 'method', 'spec_draft', 'hyperparameters']
+
+const NEBIUS_AND_VOCAB = new Set(['batch_size', 'learning_rate', 'n_epochs', 'warmup_ratio', 'weight_decay', 'packing',
+  'max_grad_norm', 'context_length', 'architecture', 'num_decoding_heads', 'loss', 'draft_vocab_size'])
 
 const DEFAULTS = {
   batch_size: 8,
@@ -23,6 +27,8 @@ const DEFAULTS = {
   num_decoding_heads: 3,
   loss: { type: 'kl' },
   draft_vocab_size: 32000,
+  // opentune's other extras (x-opentune in spec_draft_hyperparameters.json) as that file says
+  ...Object.fromEntries(Object.entries(SPEC_DRAFT_DEFAULTS).filter(([k]) => !NEBIUS_AND_VOCAB.has(k))),
 }
 
 const specDraft = (hyperparameters?: Record<string, unknown>) =>
