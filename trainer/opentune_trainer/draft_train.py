@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import checkpoint, data, distributed, drafter
+from . import checkpoint, data, distributed, drafter, regenerate
 from .batching import GIB, free_memory
 from .lora import apply_lora, merge_lora
 from .numerics import diverged
-from .protocol import JobError, log, phase
+from .protocol import JobError, emit, log, phase
 from .train import Stop, Trainer
 
 # A micro-batch's bytes per token, beyond the frozen target's inference activations: per TTT step
@@ -128,12 +128,30 @@ class DraftTrainer(Trainer):
         self.valid_split = (
             self._load_split(spec.valid_data, cfg, "invalid_validation_file") if spec.valid_data else None
         )
+        self.interrupted = False
+        if self.draft.regenerate_responses:  # before the target loads: one copy of its weights at a time
+            named = {"train": (spec.train_data, self.train_split)}
+            if self.valid_split is not None and spec.valid_data is not None:
+                named["valid"] = (spec.valid_data, self.valid_split)
+            try:
+                out = regenerate.regenerate_splits(spec, named, cfg, self.device, store, lambda: self.stop)
+            except regenerate.Interrupted:
+                self.interrupted = True  # SIGTERM: train() stops before the first step
+                return
+            self.train_split, self.valid_split = out["train"], out.get("valid")
         self.scored = scored_per_row(self.train_split)
         self.valid_scored = scored_per_row(self.valid_split) if self.valid_split else None
         if sum(self.scored) == 0:
             raise JobError("invalid_training_file", "the training data has no trained token after another one to draft")
         self.target = self._load_target(store)
         self.layers = drafter.aux_layers(cfg.num_hidden_layers)
+        if len(set(self.layers)) < 3:
+            log(
+                f"the target has {cfg.num_hidden_layers} layers, so the drafter's feature layers repeat "
+                f"({', '.join(map(str, self.layers))}): vLLM and SGLang capture each layer once and cannot serve it; "
+                "opentune's engine can (targets of 7 layers or more have three distinct ones)",
+                "warn",
+            )
         used = drafter.draft_vocabulary(self.train_split.targets, cfg.vocab_size, self.draft.draft_vocab_size)
         if len(used) < self.draft.draft_vocab_size:
             log(f"draft_vocab_size {self.draft.draft_vocab_size} is capped at the target's vocabulary ({len(used)})")
@@ -158,6 +176,12 @@ class DraftTrainer(Trainer):
         self.fingerprint = self._fingerprint()
         if spec.resume:
             self._resume()
+
+    def train(self) -> int:
+        if self.interrupted:  # stopped while regenerating the responses: no step, no state to save
+            emit("finished", step=0, status="stopped")
+            return 3
+        return super().train()
 
     def _load_target(self, store: torch.dtype):
         """The frozen target: the model folder's weights, with a LoRA checkpoint's adapter merged in."""

@@ -19,6 +19,7 @@ match the checkpoints vLLM (`LlamaForCausalLMEagle3`) and SGLang load (docs/spec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -80,6 +81,11 @@ class Eagle3Drafter(nn.Module):
 
     def __init__(self, cfg: ModelConfig, used: torch.Tensor, target_hidden: int | None = None):
         super().__init__()
+        # a plain Llama layer whatever the target's extras (biases, Qwen3's q/k norms, a window):
+        # what config.json says and what vLLM and SGLang build
+        cfg = dataclasses.replace(
+            cfg, num_hidden_layers=1, qkv_bias=False, o_bias=False, mlp_bias=False, qk_norm=False, sliding_window=None
+        )
         self.config = cfg
         self.target_hidden = target_hidden or cfg.hidden_size
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)  # the target's, frozen
@@ -247,6 +253,14 @@ def acceptance_length(accuracy: list[float], coverage: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------- files
+def rope_scaling(cfg: ModelConfig) -> dict | None:
+    """The target's RoPE scaling as transformers < 5 writes it (null for plain RoPE; no theta inside),
+    which vLLM and SGLang read: transformers ≥ 5 configs give `rope_parameters` instead."""
+    rs = cfg.rope_scaling or {}
+    kind = rs.get("rope_type") or rs.get("type") or "default"
+    return None if kind == "default" else {k: v for k, v in rs.items() if k != "rope_theta"}
+
+
 def drafter_config(target_cfg: dict, cfg: ModelConfig, draft_vocab: int, steps: int | None = None) -> dict:
     """config.json of the drafter: the target's dimensions, one layer, both vocabulary sizes (and
     the draft steps it was trained for, a hint for num_speculative_tokens that loaders ignore)."""
@@ -262,7 +276,7 @@ def drafter_config(target_cfg: dict, cfg: ModelConfig, draft_vocab: int, steps: 
         "max_position_embeddings": cfg.max_position_embeddings,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": cfg.rope_scaling,
+        "rope_scaling": rope_scaling(cfg),
         "vocab_size": cfg.vocab_size,
         "draft_vocab_size": draft_vocab,
         "target_hidden_size": cfg.hidden_size,
