@@ -34,6 +34,7 @@ const KINDS = {
   num_decoding_heads: 'integer',
   loss: 'object',
   draft_vocab_size: 'integer',
+  regenerate_responses: 'boolean',
 } as const satisfies Record<string, Rule['type']>
 type Name = keyof typeof KINDS
 
@@ -84,6 +85,7 @@ export const SpecDraftHParameters = Type.Object({
   num_decoding_heads: field('num_decoding_heads'),
   loss: lossField(),
   draft_vocab_size: field('draft_vocab_size'),
+  regenerate_responses: field('regenerate_responses'),
 }, { additionalProperties: true, title: SHARED.title })
 
 // the request as the schema has checked it: known keys well typed, loss an object if there
@@ -102,6 +104,7 @@ export interface SpecDraftHyperparameters {
   num_decoding_heads: number
   loss: { type: SpecDraftLoss, [unknown: string]: unknown }
   draft_vocab_size: number
+  regenerate_responses: boolean
   [unknown: string]: unknown // kept and echoed, not used (an event says so)
 }
 

@@ -375,4 +375,5 @@ const drafterHyperparameters = (hp: SpecDraftHyperparameters) => ({
   num_decoding_heads: hp.num_decoding_heads,
   loss: { type: hp.loss.type },
   draft_vocab_size: hp.draft_vocab_size,
+  regenerate_responses: hp.regenerate_responses,
 })

@@ -80,6 +80,7 @@ for (const dialect of DIALECTS) {
         num_decoding_heads: 2,
         loss: { type: 'lk_hybrid' },
         draft_vocab_size: 64,
+        regenerate_responses: false,
       })
       const base = env.ctx.models.find('opentune/tiny-llama')
       assert.ok(base)

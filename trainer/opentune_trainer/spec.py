@@ -47,6 +47,7 @@ class DraftParams:
     num_decoding_heads: int  # the training-time test's unroll: the draft tokens per target forward
     loss: str  # kl | lk_alpha | lk_hybrid (drafter.step_loss)
     draft_vocab_size: int  # capped at the target's vocabulary by the trainer
+    regenerate_responses: bool = False  # train on the target's own responses (regenerate.py)
 
 
 @dataclass
@@ -150,7 +151,8 @@ def parse_draft_hparams(raw: dict | None) -> tuple[HParams, DraftParams]:
         lora_alpha=0.0,
         lora_dropout=0.0,
     )
-    return hp, DraftParams(h["num_decoding_heads"], h["loss"]["type"], h["draft_vocab_size"])
+    draft = DraftParams(h["num_decoding_heads"], h["loss"]["type"], h["draft_vocab_size"], h["regenerate_responses"])
+    return hp, draft
 
 
 def load_spec(path: str) -> Spec:
