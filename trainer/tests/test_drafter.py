@@ -640,3 +640,27 @@ def test_a_drafter_over_a_wider_target_says_so_in_its_config(tmp_path):
     assert tuple(tensors["fc.weight"].shape) == (H, 3 * cfg["target_hidden_size"]) == (64, 288)
     back = drafter.load_drafter(str(tmp_path), d.embed_tokens.weight, "cpu", torch.float32)
     assert torch.equal(back.fc.weight, d.fc.weight)
+
+
+def test_the_drafter_is_a_plain_llama_layer_whatever_the_target_adds(tmp_path):
+    """A Llama target with attention and MLP biases, or a Qwen3 one with q/k norms, still gets the
+    bias-free, norm-free layer config.json describes: vLLM refuses keys it does not build."""
+    for over in ({"attention_bias": True, "mlp_bias": True}, {"model_type": "qwen3"}):
+        cfg = target_config(**over)
+        assert cfg.mlp_bias or cfg.qk_norm  # the target has them
+        d = random_drafter(0, **over)
+        names = set(drafter.drafter_tensors(d, torch.float32))
+        assert not any(n.endswith(".bias") or "q_norm" in n or "k_norm" in n for n in names), names
+        drafter.save_drafter(str(tmp_path / "d"), d, {})
+        cfg = json.load(open(tmp_path / "d" / "config.json"))
+        assert cfg["attention_bias"] is False and cfg["mlp_bias"] is False
+
+
+def test_rope_scaling_is_written_as_vllm_reads_it():
+    """transformers ≥ 5 folds the rope settings into `rope_parameters` (theta inside): the drafter's
+    config.json writes null for plain RoPE and the scaling without theta otherwise."""
+    plain = target_config(rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    assert drafter.rope_scaling(plain) is None
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    scaled = target_config(rope_scaling={**llama3, "original_max_position_embeddings": 64, "rope_theta": 5e5})
+    assert drafter.rope_scaling(scaled) == {**llama3, "original_max_position_embeddings": 64}
