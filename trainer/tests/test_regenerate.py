@@ -148,3 +148,16 @@ def test_a_job_trains_on_the_regenerated_responses_and_resumes_on_them(tmp_path,
         for k, x in (("regenerated", lines), ("original", plain))
     }
     print(f"valid_acceptance_length: {tau} (untrained: {baseline(lines):.3f} / {baseline(plain):.3f})")
+
+
+def test_a_sigterm_while_regenerating_stops_the_job_before_any_step(tmp_path, tiny_dir):
+    from opentune_trainer.draft_train import DraftTrainer
+    from opentune_trainer.spec import load_spec
+
+    write_split(str(tmp_path / "train"), chat_docs(4))
+    spec = draft_spec(tmp_path, tiny_dir, str(tmp_path / "train"), regenerate_responses=True)
+    trainer = DraftTrainer(load_spec(spec))
+    trainer.request_stop()  # what the SIGTERM handler does; seen at the engine's first step
+    trainer.setup()
+    assert trainer.train() == 3, "stopped: the runner resumes the job later"
+    assert not os.path.exists(tmp_path / "out" / "regenerated" / "train"), "a split half regenerated is not kept"
