@@ -225,6 +225,42 @@ def test_mixed_batch_joining_at_different_steps(setup):
     assert not eng.rows and not eng._verified
 
 
+def test_draft_chain_is_the_training_time_test(setup):
+    """The engine's chain reads what training taught: at every position of a target-generated
+    sequence, its first draft is ttt_forward's step-0 prediction there, and while its drafts are the
+    true tokens, draft k+1 is step k's prediction (the same keys, positions and tokens)."""
+    from types import SimpleNamespace
+
+    from opentune_trainer.inference import speculative as spec
+    from opentune_trainer.inference.kv_cache import KVCache
+
+    target, _, trained = setup
+    model = load_model(str(target), CPU, torch.float32)
+    d = spec.load(trained, model, CPU, torch.float32).module
+    p = prompts(11, [7])[0]
+    seq = p + plain_tokens(target, [req("a", target, p, 40)])["a"][0]
+    tokens = torch.tensor(seq)
+    N, L = len(seq), model.config.num_hidden_layers
+    with torch.no_grad():
+        _, aux = model.features(tokens[None], capture=dr.aux_layers(L))
+        aux = torch.cat(aux, -1)[0]
+        hs = dr.ttt_forward(d, aux, tokens, torch.arange(N), torch.zeros(N, dtype=torch.long), 4)
+    want = [(d.logits(h).argmax(-1) + d.d2t[d.logits(h).argmax(-1)]).tolist() for h in hs]  # [step][t]
+    cache = KVCache(1, model.config.num_key_value_heads, model.config.head_dim, 1, 256, CPU, torch.float32)
+    cache.ensure(1, 256, [])
+    chained = 0
+    for n in range(2, N - 5):  # the target has fed seq[:n]; seq[n] is its next token
+        row = SimpleNamespace(seq=seq[: n + 1], length=n, dlen=0, feat=aux[:n])
+        got = spec.draft(d, cache, [0], [row], [4])[0]
+        assert got[0] == want[0][n - 1], n
+        for k in range(1, 4):
+            if got[k - 1] != seq[n + k]:  # a wrong draft: later steps read another token than training did
+                break
+            assert got[k] == want[k][n - 1], (n, k)
+            chained += 1
+    assert chained > 0
+
+
 def test_rows_joining_a_running_speculative_batch(setup):
     """Two speculative rows run, then six more join (the drafters' cache grows its slots while the
     first two keep their keys): every row as it decodes alone without a drafter."""
