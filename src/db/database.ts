@@ -43,7 +43,7 @@ export interface JobTable {
   training_file: string
   validation_file: string | null
   hyperparameters: string // JSON, fully resolved
-  method: string | null // JSON as requested (type + resolved hyperparameters)
+  method: string | null // JSON {type}: supervised | spec-draft (null on older rows: supervised)
   integrations: string | null // JSON as requested, secrets included; never sent back
   seed: number
   suffix: string | null

@@ -14,6 +14,8 @@ export async function validateJobFiles (ctx: AppContext, job: JobRow, signal: Ab
   // a Hub model not on disk, or from_checkpoint of type hf: downloaded first, with progress events
   if (!(await prepareHubSources(ctx, job, signal))) return
   job = (await getJobById(ctx.db, job.id)) ?? job // a Hub adapter set lora_r and lora_alpha to its own
+  // either method's: supervised and spec-draft jobs both shape rows with context_length, packing,
+  // batch_size and count total_steps with n_epochs
   const hp = job.hyperparameters
   const model = ctx.models.find(rootBaseId(job.model)) // a checkpoint continued has its base's tokenizer
   if (!model) {
