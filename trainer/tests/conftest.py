@@ -45,3 +45,19 @@ def splits(tmp_path_factory):
     write_split(str(d / "train"), chat_docs(16, seed=1))
     write_split(str(d / "valid"), chat_docs(8, seed=2), packing=True, split="valid")
     return str(d / "train"), str(d / "valid")
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_target(tmp_path_factory, tiny_dir):
+    """A full fine-tune of the tiny model on chat data, and that data (train, packed valid): a target
+    for spec-draft jobs whose distribution is learnt, not the near-uniform noise of random weights,
+    and whose answers end with <|eot_id|>. Returns (checkpoint folder, train split, valid split)."""
+    from helpers import chat_docs, make_spec, run_cli, write_split
+
+    d = tmp_path_factory.mktemp("target")
+    write_split(str(d / "train"), chat_docs(64, seed=1))
+    write_split(str(d / "valid"), chat_docs(16, seed=2), packing=True, split="valid")
+    spec = make_spec(str(d), tiny_dir, str(d / "train"), None, lora=False, learning_rate=3e-3, n_epochs=3, batch_size=8)
+    code, lines, err = run_cli("train", "--spec", spec)
+    assert code == 0, err
+    return [m for m in lines if m["type"] == "checkpoint"][-1]["dir"], str(d / "train"), str(d / "valid")

@@ -14,6 +14,16 @@ from opentune_trainer import tiny
 
 TRAINER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Doc = tuple[list[int], list[int]]  # (tokens, targets)
+# the API's Metrics keys every checkpoint carries (docs/metrics.md)
+SEVEN = (
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
 
 
 def chat_doc(user: str, assistant: str) -> Doc:
@@ -155,6 +165,37 @@ def make_spec(tmp: str, model_dir: str, train: str, valid: str | None = None, **
     with open(path, "w") as f:
         json.dump(spec, f)
     return path
+
+
+def draft_spec(tmp, model_dir: str, train: str, valid: str | None = None, **hp) -> str:
+    """A spec-draft job spec (docs/trainer-protocol.md §2): small defaults for the tiny model."""
+    hparams = {"batch_size": 4, "learning_rate": 3e-3, "n_epochs": 2, "num_decoding_heads": 3}
+    hparams["draft_vocab_size"] = hp.pop("draft_vocab_size", 64)
+    hparams.update(hp)
+    spec = {
+        "version": 1,
+        "job_id": "ftjob-draft",
+        "method": "spec-draft",
+        "model_dir": model_dir,
+        "train_data": train,
+        "valid_data": valid,
+        "output_dir": os.path.join(str(tmp), "out"),
+        "resume": True,
+        "seed": 0,
+        "device": "cpu",
+        "hyperparameters": hparams,
+        "valid_sample_rows": 4,
+    }
+    path = os.path.join(str(tmp), "spec.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return path
+
+
+def untrained_acceptance_length(lines: list[dict]) -> float:
+    """The untrained drafter's simulated acceptance length, from a spec-draft job's log line."""
+    text = next(m["message"] for m in lines if m["type"] == "log" and "before training" in m["message"])
+    return float(text.rsplit(" ", 1)[1])
 
 
 def run_cli(*args: str, **kw) -> tuple[int, list[dict], str]:

@@ -11,20 +11,10 @@ import sys
 import pytest
 import torch
 
-from helpers import TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
+from helpers import SEVEN, TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
 from opentune_trainer import checkpoint
 from opentune_trainer import safetensors_io as st
 from opentune_trainer.lora import TARGET_MODULES
-
-SEVEN = [
-    "step",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-]
 
 
 def test_lora_job_end_to_end(tmp_path, tiny_dir, splits):

@@ -9,67 +9,13 @@ import sys
 
 import pytest
 
-from helpers import TRAINER_DIR, chat_docs, make_spec, run_cli, write_split
+from helpers import SEVEN, TRAINER_DIR, draft_spec, make_spec, run_cli, untrained_acceptance_length
 from opentune_trainer import safetensors_io as st
-
-SEVEN = {
-    "step",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-}
-
-
-def draft_spec(tmp, model_dir, train, valid=None, **hp) -> str:
-    hparams = {"batch_size": 4, "learning_rate": 3e-3, "n_epochs": 2, "num_decoding_heads": 3}
-    hparams["draft_vocab_size"] = hp.pop("draft_vocab_size", 64)
-    hparams.update(hp)
-    spec = {
-        "version": 1,
-        "job_id": "ftjob-draft",
-        "method": "spec-draft",
-        "model_dir": model_dir,
-        "train_data": train,
-        "valid_data": valid,
-        "output_dir": os.path.join(str(tmp), "out"),
-        "resume": True,
-        "seed": 0,
-        "device": "cpu",
-        "hyperparameters": hparams,
-        "valid_sample_rows": 4,
-    }
-    path = os.path.join(str(tmp), "spec.json")
-    with open(path, "w") as f:
-        json.dump(spec, f)
-    return path
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory, tiny_dir):
-    """A full fine-tune of the tiny model on chat data, and that data: a target whose distribution
-    is not the near-uniform noise of random weights, so a drafter has something to learn."""
-    d = tmp_path_factory.mktemp("target")
-    write_split(str(d / "train"), chat_docs(64, seed=1))
-    write_split(str(d / "valid"), chat_docs(16, seed=2), packing=True, split="valid")
-    spec = make_spec(str(d), tiny_dir, str(d / "train"), None, lora=False, learning_rate=3e-3, n_epochs=3, batch_size=8)
-    code, lines, err = run_cli("train", "--spec", spec)
-    assert code == 0, err
-    ckpt = [m for m in lines if m["type"] == "checkpoint"][-1]["dir"]
-    return ckpt, str(d / "train"), str(d / "valid")
-
-
-def baseline(lines) -> float:
-    """The untrained drafter's simulated acceptance length, from its log line."""
-    text = next(m["message"] for m in lines if m["type"] == "log" and "before training" in m["message"])
-    return float(text.rsplit(" ", 1)[1])
 
 
 @pytest.mark.parametrize("loss", ["kl", "lk_alpha", "lk_hybrid"])
-def test_spec_draft_job_trains_a_drafter(tmp_path, target, loss):
-    model, train, valid = target
+def test_spec_draft_job_trains_a_drafter(tmp_path, fine_tuned_target, loss):
+    model, train, valid = fine_tuned_target
     spec = draft_spec(tmp_path, model, train, valid, batch_size=8, learning_rate=1e-2, loss={"type": loss})
     code, lines, err = run_cli("train", "--spec", spec)
     assert code == 0, err
@@ -82,12 +28,12 @@ def test_spec_draft_job_trains_a_drafter(tmp_path, target, loss):
     last = ckpts[-1]
     assert last["files"] == ["config.json", "model.safetensors"] == sorted(os.listdir(last["dir"]))
     m = last["metrics"]
-    assert SEVEN <= set(m) and all(m[k] is not None for k in SEVEN)
+    assert set(SEVEN) <= set(m) and all(m[k] is not None for k in SEVEN)
     for k in (1, 2, 3):
         assert 0 <= m[f"valid_acceptance_rate_{k}"] <= 1 and 0 <= m[f"valid_top1_accuracy_{k}"] <= 1
     assert 0 < m["valid_draft_vocab_coverage"] <= 1
     # what training is for: more tokens accepted per target forward than the untrained drafter
-    assert m["valid_acceptance_length"] > baseline(lines) + 0.3
+    assert m["valid_acceptance_length"] > untrained_acceptance_length(lines) + 0.3
     assert m["valid_acceptance_rate_1"] > ckpts[0]["metrics"]["valid_acceptance_rate_1"] - 0.05
     cfg = json.load(open(os.path.join(last["dir"], "config.json")))
     assert cfg["architectures"] == ["LlamaForCausalLMEagle3"] and cfg["draft_vocab_size"] == 64
@@ -96,8 +42,8 @@ def test_spec_draft_job_trains_a_drafter(tmp_path, target, loss):
     assert "d2t" in keys and "t2d" in keys and "fc.weight" in keys and not any(k.startswith("embed") for k in keys)
 
 
-def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, target):
-    model, train, valid = target
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, fine_tuned_target):
+    model, train, valid = fine_tuned_target
     whole = tmp_path / "whole"
     whole.mkdir()
     code, full, err = run_cli("train", "--spec", draft_spec(whole, model, train, valid))
@@ -135,10 +81,10 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, target):
     assert weights(resumed) == weights(full)
 
 
-def test_a_lora_checkpoint_is_merged_into_the_target(tmp_path, tiny_dir, target):
+def test_a_lora_checkpoint_is_merged_into_the_target(tmp_path, tiny_dir, fine_tuned_target):
     """A LoRA checkpoint as the target: its adapter is merged, so the drafter learns the fine-tuned
     model (its distribution differs from the base's), not the base."""
-    _, train, valid = target
+    _, train, valid = fine_tuned_target
     spec = make_spec(str(tmp_path), tiny_dir, train, None, learning_rate=1e-2, n_epochs=1, batch_size=8)
     code, lines, err = run_cli("train", "--spec", spec)
     assert code == 0, err
@@ -152,14 +98,15 @@ def test_a_lora_checkpoint_is_merged_into_the_target(tmp_path, tiny_dir, target)
         json.dump({**s, **extra}, open(path, "w"))
         code, runs[name], err = run_cli("train", "--spec", path)
         assert code == 0, err
+
     def first_loss(lines):
         return next(m["train_loss"] for m in lines if m["type"] == "metrics")
 
     assert first_loss(runs["base"]) != pytest.approx(first_loss(runs["lora"]), rel=1e-3)
 
 
-def test_bad_spec_draft_hyperparameters_exit_2(tmp_path, target):
-    model, train, valid = target
+def test_bad_spec_draft_hyperparameters_exit_2(tmp_path, fine_tuned_target):
+    model, train, valid = fine_tuned_target
     code, lines, _ = run_cli("train", "--spec", draft_spec(tmp_path, model, train, valid, loss={"type": "mse"}))
     assert code == 2
     assert lines[-1]["type"] == "error" and lines[-1]["code"] == "invalid_hyperparameters"

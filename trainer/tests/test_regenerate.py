@@ -6,9 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_draft_train import baseline, draft_spec
 
-from helpers import chat_doc, chat_docs, make_spec, run_cli, write_split
+from helpers import chat_doc, chat_docs, draft_spec, run_cli, untrained_acceptance_length, write_split
 from opentune_trainer import data, regenerate, tiny
 from opentune_trainer.checkpoint import load_model, read_config, save_adapter
 from opentune_trainer.inference.engine import Engine, Request
@@ -61,19 +60,6 @@ def greedy_reference(model_dir: str, adapter: str | None, tokens: list[int], tar
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory, tiny_dir):
-    """A full fine-tune of the tiny model on chat data (as test_draft_train's): its answers end with
-    <|eot_id|>, so its regenerations stop by themselves."""
-    d = tmp_path_factory.mktemp("regen-target")
-    write_split(str(d / "train"), chat_docs(64, seed=1))
-    write_split(str(d / "valid"), chat_docs(16, seed=2), packing=True, split="valid")
-    spec = make_spec(str(d), tiny_dir, str(d / "train"), None, lora=False, learning_rate=3e-3, n_epochs=3, batch_size=8)
-    code, lines, err = run_cli("train", "--spec", spec)
-    assert code == 0, err
-    return [m for m in lines if m["type"] == "checkpoint"][-1]["dir"], str(d / "train"), str(d / "valid")
-
-
-@pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_dir):
     """A LoRA checkpoint's folder over the tiny model, random but not zero: generation must apply it."""
     out = str(tmp_path_factory.mktemp("regen-adapter") / "adapter")
@@ -99,8 +85,9 @@ def regenerate_one(tmp, model_dir, adapter, docs, seq_len=160):
 
 
 @pytest.mark.parametrize("which", ["random", "lora", "fine-tuned"])
-def test_each_trained_span_becomes_the_targets_greedy_output(tmp_path, tiny_dir, target, adapter, which):
-    model, lora = {"random": (tiny_dir, None), "lora": (tiny_dir, adapter), "fine-tuned": (target[0], None)}[which]
+def test_each_trained_span_becomes_the_targets_greedy_output(tmp_path, tiny_dir, fine_tuned_target, adapter, which):
+    fine_tuned = fine_tuned_target[0]
+    model, lora = {"random": (tiny_dir, None), "lora": (tiny_dir, adapter), "fine-tuned": (fine_tuned, None)}[which]
     docs = chat_docs(5, seed=3) + [two_turns(), chat_doc("Say lemon.", "lemon lemon! lemon lemon lemon lemon")]
     before, after = regenerate_one(tmp_path, model, lora, docs)
     assert [len(r) for r in after.docs] == [len(r) for r in before.docs], "the same rows, the same documents"
@@ -118,8 +105,8 @@ def test_each_trained_span_becomes_the_targets_greedy_output(tmp_path, tiny_dir,
         assert t[-1] == tiny.EOT and y[-2] == tiny.EOT and len(t) < len(documents(before)[-1][0])
 
 
-def test_a_job_trains_on_the_regenerated_responses_and_resumes_on_them(tmp_path, target):
-    model, train, valid = target
+def test_a_job_trains_on_the_regenerated_responses_and_resumes_on_them(tmp_path, fine_tuned_target):
+    model, train, valid = fine_tuned_target
 
     def job(name, valid, **hp):
         d = tmp_path / name
@@ -147,7 +134,8 @@ def test_a_job_trains_on_the_regenerated_responses_and_resumes_on_them(tmp_path,
         k: [m for m in x if m["type"] == "checkpoint"][-1]["metrics"]["valid_acceptance_length"]
         for k, x in (("regenerated", lines), ("original", plain))
     }
-    print(f"valid_acceptance_length: {tau} (untrained: {baseline(lines):.3f} / {baseline(plain):.3f})")
+    untrained = [round(untrained_acceptance_length(x), 3) for x in (lines, plain)]
+    print(f"valid_acceptance_length: {tau} (untrained: {untrained})")
 
 
 def test_a_sigterm_while_regenerating_stops_the_job_before_any_step(tmp_path, tiny_dir):
