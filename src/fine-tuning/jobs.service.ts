@@ -57,7 +57,7 @@ export async function createJob (ctx: AppContext, projectId: string, body: JobCr
   if (fromHub) await acceptHubCheckpoint(ctx, fromHub.repo, fromHub.token)
   const { hyperparameters, unknown } = requested.type === 'spec-draft'
     ? requested // a drafter for that model: a LoRA checkpoint is merged into it, never trained on
-    : supervisedHyperparameters(requested.given, requested.at, startingPoint)
+    : resolveSupervised(requested.given, requested.at, startingPoint)
   const integrations = body.integrations ? validateIntegrations(body.integrations) : null
   const extra = Object.fromEntries(Object.entries(body).filter(([k]) => !KNOWN_REQUEST_KEYS.has(k)))
   const id = newJobId()
@@ -158,7 +158,7 @@ async function insertNewJob (
 }
 
 /** A supervised job's hyperparameters resolved; a LoRA checkpoint continued sets the adapter's. */
-function supervisedHyperparameters (given: JobCreateBody['hyperparameters'], at: string, from: StartingPoint | undefined) {
+function resolveSupervised (given: JobCreateBody['hyperparameters'], at: string, from: StartingPoint | undefined) {
   const lora = from?.adapter?.lora
   const resolved = resolveHyperparameters(given, lora ? { lora: true, lora_r: lora.r, lora_alpha: lora.alpha } : {})
   if (lora) checkLoraContinuation(lora, resolved.hyperparameters, at)
