@@ -156,6 +156,7 @@ export class TrainerLines {
             total_steps: line.total_steps,
             train_loss: line.train_loss,
             train_mean_token_accuracy: line.train_mean_token_accuracy,
+            ...extraStepMetrics(line), // a method's own (a drafter's train_acceptance_rate_1)
           },
         })
       }

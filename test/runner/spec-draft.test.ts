@@ -16,7 +16,7 @@ import { newCheckpointId, newFileId } from '../../src/ids.js'
 import { modelDirForTraining } from '../../src/runner/model-weights.js'
 import { Runner } from '../../src/runner/runner.js'
 import { DIALECTS, makeTestEnv, type TestEnv } from '../helper.js'
-import { get, JOBS, newJob } from './helpers.js'
+import { allEvents, get, JOBS, newJob } from './helpers.js'
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures')
 
@@ -104,6 +104,8 @@ for (const dialect of DIALECTS) {
       assert.equal(series[0].train_acceptance_rate_1, 0.5)
       assert.equal(series[perEpoch - 1].valid_acceptance_length, 1.75, 'a checkpoint\'s step carries its metrics')
       assert.equal(series[0].valid_acceptance_length, undefined)
+      const stepEvents = (await allEvents(env, jobId)).filter(e => e.type === 'metrics')
+      assert.ok(stepEvents.length > 0 && stepEvents.every(e => e.data.train_acceptance_rate_1 === 0.5), 'metrics events carry it too')
       const csv = await env.app.inject({ url: `/v1/files/${job.result_files[0]}/content`, headers: env.auth() })
       const [header, first] = csv.body.trim().split('\n').map(l => l.split(','))
       assert.ok(header?.includes('train_acceptance_rate_1') && header.includes('valid_acceptance_rate_2'), header?.join(','))
