@@ -2,73 +2,35 @@
 // listening service: upload, fine-tune opentune/tiny-llama (LoRA and full), read every checkpoint
 // through the seed endpoint, download the weights and check they are what PEFT/HF expect.
 import assert from 'node:assert/strict'
-import { createReadStream, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile, copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import OpenAI from 'openai'
-import { startService, type Service } from '../../src/server.js'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
+import type { Service } from '../../src/server.js'
 import { expectSpec } from '../contract.js'
-import { testConfig } from '../helper.js'
+import * as e2e from './openai-service.js'
 
-const ROOT = join(import.meta.dirname, '..', '..')
-const EXAMPLES = join(ROOT, 'examples', 'data')
-const TINY = JSON.parse(readFileSync(join(ROOT, 'models', 'opentune', 'tiny-llama', 'config.json'), 'utf8'))
+const TINY = JSON.parse(readFileSync(join(e2e.ROOT, 'models', 'opentune', 'tiny-llama', 'config.json'), 'utf8'))
 // A random-initialised tiny model needs a large learning rate to move within a few dozen steps.
 const HP = { n_epochs: 3, batch_size: 8, learning_rate: 3e-3, packing: false }
 
-type Header = Record<string, { dtype: string, shape: number[] }>
-function safetensorsHeader (bytes: Buffer): Header {
-  const length = Number(bytes.readBigUInt64LE(0))
-  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Header & { __metadata__?: unknown }
-  delete header.__metadata__
-  return header
-}
-
 describe('real training through the openai client', () => {
+  let env: e2e.E2E
   let service: Service
   let client: OpenAI
-  let cleanup: () => Promise<void>
   let trainingFile: string
   let validationFile: string
 
   before(async () => {
-    const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu' })
-    cleanup = made.cleanup
-    service = await startService({ ...made.config, port: 0 })
-    const project = await ensureProject(service.ctx.db, 'e2e')
-    client = new OpenAI({ apiKey: (await createKey(service.ctx.db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
-    trainingFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'train.jsonl')), purpose: 'fine-tune' })).id
-    validationFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'valid.jsonl')), purpose: 'fine-tune' })).id
+    env = await e2e.startE2E()
+    ;({ service, client, trainingFile, validationFile } = env)
   })
-  after(async () => {
-    await service.close()
-    await cleanup()
-  })
+  after(async () => await env.close())
 
-  async function finished (jobId: string) {
-    for (;;) {
-      const job = await client.fineTuning.jobs.retrieve(jobId)
-      if (['succeeded', 'failed', 'cancelled'].includes(job.status)) return job
-      await new Promise(resolve => setTimeout(resolve, 250))
-    }
-  }
-
-  async function checkpointsOf (jobId: string) {
-    const list = []
-    for await (const c of client.fineTuning.jobs.checkpoints.list(jobId)) {
-      list.push(c as typeof c & { result_files: string[] })
-    }
-    return list
-  }
-
-  async function download (fileId: string) {
-    const meta = await client.files.retrieve(fileId)
-    const bytes = Buffer.from(await (await client.files.content(fileId)).arrayBuffer())
-    assert.equal(bytes.length, meta.bytes)
-    return { name: meta.filename.split('/')[1] ?? '', bytes }
-  }
+  const finished = async (jobId: string) => await e2e.finished(client, jobId)
+  const checkpointsOf = async (jobId: string) => await e2e.checkpointsOf(client, jobId)
+  const download = async (fileId: string) => await e2e.download(client, fileId)
 
   // lora → what its job produced, for the continuation test below
   const trained = new Map<boolean, { model: string, epochOneLoss: number }>()
@@ -190,7 +152,7 @@ describe('real training through the openai client', () => {
   it('fails a job whose model folder has no weights', async () => {
     const dir = join(service.ctx.config.modelsDir, 'acme', 'no-weights')
     await mkdir(dir, { recursive: true })
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(ROOT, 'models', 'opentune', 'tiny-llama', f), join(dir, f))
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(e2e.ROOT, 'models', 'opentune', 'tiny-llama', f), join(dir, f))
     await writeFile(join(dir, 'README.md'), 'no weights here\n')
     const job = await client.fineTuning.jobs.create({ model: 'acme/no-weights', training_file: trainingFile, hyperparameters: HP as never })
     const done = await finished(job.id)
@@ -205,7 +167,7 @@ function checkAdapter (files: Map<string, Buffer>) {
   assert.equal(config.peft_type, 'LORA')
   assert.equal(config.r, 8)
   assert.equal(config.lora_alpha, 16)
-  const header = safetensorsHeader(files.get('adapter_model.safetensors')!)
+  const header = e2e.safetensorsHeader(files.get('adapter_model.safetensors')!)
   const {
     hidden_size: h,
     intermediate_size: ffn,
@@ -235,7 +197,7 @@ function checkAdapter (files: Map<string, Buffer>) {
 
 function checkFullWeights (files: Map<string, Buffer>) {
   assert.equal(JSON.parse(files.get('config.json')!.toString()).model_type, 'llama')
-  const header = safetensorsHeader(files.get('model.safetensors')!)
+  const header = e2e.safetensorsHeader(files.get('model.safetensors')!)
   assert.deepEqual(header['model.embed_tokens.weight']?.shape, [TINY.vocab_size, TINY.hidden_size])
   assert.deepEqual(header['model.layers.0.self_attn.q_proj.weight']?.shape, [TINY.num_attention_heads * TINY.head_dim, TINY.hidden_size])
   assert.ok(header['model.norm.weight'])

@@ -3,16 +3,12 @@
 // their checkpoints through the seed endpoint, download the drafter folders, and check that training
 // made the drafter better than the untrained one at what it is for (tokens accepted per target pass).
 import assert from 'node:assert/strict'
-import { createReadStream } from 'node:fs'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import OpenAI from 'openai'
-import { startService, type Service } from '../../src/server.js'
-import { createKey, ensureProject } from '../../src/projects/keys.store.js'
+import type OpenAI from 'openai'
+import type { Service } from '../../src/server.js'
 import { expectSpec } from '../contract.js'
-import { testConfig } from '../helper.js'
+import * as e2e from './openai-service.js'
 
-const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'data')
 const LOSSES = ['kl', 'lk_alpha', 'lk_hybrid'] as const
 const DRAFTER_KEYS = [
   'd2t', 'fc.weight', 'lm_head.weight', 'midlayer.hidden_norm.weight', 'midlayer.input_layernorm.weight',
@@ -21,43 +17,21 @@ const DRAFTER_KEYS = [
   'midlayer.self_attn.q_proj.weight', 'midlayer.self_attn.v_proj.weight', 'norm.weight', 't2d',
 ]
 
-type Header = Record<string, { dtype: string, shape: number[] }>
-function safetensorsHeader (bytes: Buffer): Header {
-  const length = Number(bytes.readBigUInt64LE(0))
-  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Header & { __metadata__?: unknown }
-  delete header.__metadata__
-  return header
-}
-
 describe('spec-draft: EAGLE-3 drafters through the openai client', () => {
+  let env: e2e.E2E
   let service: Service
   let client: OpenAI
-  let cleanup: () => Promise<void>
   let trainingFile: string
   let validationFile: string
   let target: string
 
   before(async () => {
-    const made = await testConfig('sqlite', { OPENTUNE_DEVICE: 'cpu' })
-    cleanup = made.cleanup
-    service = await startService({ ...made.config, port: 0 })
-    const project = await ensureProject(service.ctx.db, 'e2e')
-    client = new OpenAI({ apiKey: (await createKey(service.ctx.db, project.id)).key, baseURL: `${service.url}/v1`, maxRetries: 0 })
-    trainingFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'train.jsonl')), purpose: 'fine-tune' })).id
-    validationFile = (await client.files.create({ file: createReadStream(join(EXAMPLES, 'valid.jsonl')), purpose: 'fine-tune' })).id
+    env = await e2e.startE2E()
+    ;({ service, client, trainingFile, validationFile } = env)
   })
-  after(async () => {
-    await service.close()
-    await cleanup()
-  })
+  after(async () => await env.close())
 
-  async function finished (jobId: string) {
-    for (;;) {
-      const job = await client.fineTuning.jobs.retrieve(jobId)
-      if (['succeeded', 'failed', 'cancelled'].includes(job.status)) return job
-      await new Promise(resolve => setTimeout(resolve, 250))
-    }
-  }
+  const finished = async (jobId: string) => await e2e.finished(client, jobId)
 
   async function untrainedAcceptanceLength (jobId: string): Promise<number> {
     for await (const e of client.fineTuning.jobs.listEvents(jobId, { limit: 100 })) {
@@ -99,10 +73,7 @@ describe('spec-draft: EAGLE-3 drafters through the openai client', () => {
 
       const done = await finished(job.id)
       assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
-      const checkpoints = []
-      for await (const c of client.fineTuning.jobs.checkpoints.list(job.id)) {
-        checkpoints.push(c as typeof c & { result_files: string[] })
-      }
+      const checkpoints = await e2e.checkpointsOf(client, job.id)
       assert.equal(checkpoints.length, 2)
       for (const c of checkpoints) {
         const res = await fetch(`${service.url}/v1/fine_tuning/jobs/${job.id}/checkpoints/${c.id}`, { headers: { authorization: `Bearer ${client.apiKey}` } })
@@ -121,17 +92,14 @@ describe('spec-draft: EAGLE-3 drafters through the openai client', () => {
         `step-1 acceptance ${metrics.valid_acceptance_rate_1!.toFixed(3)}, top-1 ${metrics.valid_top1_accuracy_1!.toFixed(3)}`)
       assert.ok(tau > baseline + 0.3, `acceptance length ${baseline} → ${tau}`)
 
-      const files = new Map<string, Buffer>()
-      for (const id of last.result_files) {
-        const meta = await client.files.retrieve(id)
-        files.set(meta.filename.split('/').at(-1)!, Buffer.from(await (await client.files.content(id)).arrayBuffer()))
-      }
+      const files = new Map((await Promise.all(last.result_files.map(async id => await e2e.download(client, id))))
+        .map(f => [f.name, f.bytes]))
       assert.deepEqual([...files.keys()].sort(), ['config.json', 'model.safetensors'])
       const config = JSON.parse(files.get('config.json')!.toString())
       assert.deepEqual(config.architectures, ['LlamaForCausalLMEagle3'])
       assert.equal(config.num_hidden_layers, 1)
       assert.equal(config.draft_vocab_size, 128)
-      const header = safetensorsHeader(files.get('model.safetensors')!)
+      const header = e2e.safetensorsHeader(files.get('model.safetensors')!)
       assert.deepEqual(Object.keys(header).sort(), DRAFTER_KEYS)
       assert.deepEqual(header['fc.weight']!.shape, [config.hidden_size, 3 * config.hidden_size])
       assert.deepEqual(header['lm_head.weight']!.shape, [128, config.hidden_size])
