@@ -106,6 +106,9 @@ export const errors = {
   unsupportedParameter: (param: string, why: string) => new ApiError(400, INVALID, 'unsupported_parameter',
     `${param} is not supported: ${why}`, param),
   // one message for an unknown checkpoint and another project's: nothing is said about the latter
+  deploymentOfDrafter: (source: string) => new ApiError(400, INVALID, 'unsupported_parameter',
+    `Checkpoint '${shown(source)}' is an EAGLE-3 drafter (a spec-draft job's), not a model to deploy: it drafts for ` +
+    'its target model, which requests name with draft_model (docs/spec-draft.md).', 'source'),
   deploymentSourceNotFound: (source: string) => new ApiError(400, INVALID, 'checkpoint_not_found',
     `source '${shown(source)}' is not a checkpoint of your project: give '<job_id>:<checkpoint_id>' ` +
     '(GET /v1/fine_tuning/jobs/{job_id}/checkpoints lists them).', 'source'),

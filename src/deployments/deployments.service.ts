@@ -7,6 +7,7 @@ import type { AppContext } from '../context.js'
 import { ApiError, errors } from '../errors.js'
 import { getCheckpoint } from '../fine-tuning/checkpoints.store.js'
 import { isCheckpointModel, rootBaseId } from '../fine-tuning/continue-from.js'
+import { isSpecDraft } from '../fine-tuning/job-method.js'
 import { getJob } from '../fine-tuning/jobs.store.js'
 import { nowSeconds } from '../ids.js'
 import { resolveServedModel } from '../inference/resolve-model.js'
@@ -59,6 +60,7 @@ export async function createDeployment (
   const checkpoint = await getCheckpoint(ctx.db, projectId, jobId, checkpointId)
   const job = checkpoint && await getJob(ctx.db, projectId, jobId)
   if (!checkpoint || !job) throw errors.deploymentSourceNotFound(body.source)
+  if (isSpecDraft(job.method)) throw errors.deploymentOfDrafter(body.source)
   const trainedOn = rootBaseId(checkpoint.fine_tuned_model_checkpoint)
   if (body.base_model !== trainedOn) throw errors.deploymentBaseMismatch(body.base_model, body.source, trainedOn)
   // a LoRA job's checkpoints are adapters (on a base or on a full checkpoint), a full job's are weights

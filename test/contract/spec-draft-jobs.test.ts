@@ -155,17 +155,12 @@ for (const dialect of DIALECTS) {
       const completion = await env.app.inject({ method: 'POST', url: '/v1/completions', headers: env.auth(), payload: { model: name, prompt: 'Hi' } })
       assert.equal(completion.statusCode, 400, completion.body)
       assert.equal(completion.json().error.param, 'model')
-      // a deployment of it validates to an error that says why
+      // nor deployed: refused when the deployment is created, naming the source
       const payload = { name: 'drafter', base_model: 'opentune/tiny-llama', source: `${job.id}:${ckpt.id}` }
       const deploy = await env.app.inject({ method: 'POST', url: '/v0/models', headers: env.auth(), payload })
-      assert.equal(deploy.statusCode, 200, deploy.body)
-      let deployment = deploy.json()
-      for (let i = 0; i < 500 && deployment.status === 'validating'; i++) {
-        await new Promise(resolve => setTimeout(resolve, 20)) // bounded poll of a background validation
-        deployment = (await env.app.inject({ url: `/v0/models/${deployment.name}`, headers: env.auth() })).json()
-      }
-      assert.equal(deployment.status, 'error')
-      assert.match(deployment.status_reason, /EAGLE-3 drafter.*drafts for its target model/)
+      assert.equal(deploy.statusCode, 400, deploy.body)
+      assert.equal(deploy.json().error.param, 'source')
+      assert.match(deploy.json().error.message, /EAGLE-3 drafter.*not a model to deploy/)
       const models = (await env.app.inject({ url: '/v1/models', headers: env.auth() })).json()
       assert.ok(!models.data.some((m: { id: string }) => m.id === name), 'drafters are not listed')
       // its checkpoint carries the drafter's own metrics after the seven, valid in both specs
