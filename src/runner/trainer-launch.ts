@@ -4,6 +4,7 @@
 // own GPUs in CUDA_VISIBLE_DEVICES (gpu-devices.ts); and how long a SIGTERM is given before the
 // SIGKILL, sized to what the trainer says its state write needs (StopGrace).
 import type { Config } from '../config.js'
+import { isSpecDraft } from '../fine-tuning/job-method.js'
 import type { JobError } from '../fine-tuning/jobs.schemas.js'
 import type { JobRow } from '../fine-tuning/jobs.store.js'
 import { gpuPool } from './gpu-devices.js'
@@ -28,9 +29,13 @@ export interface Launch {
 export function gpusAsked (job: JobRow, config: Readonly<Config>): { n: number, asked: boolean } | JobError {
   const fromBody = (o: Record<string, unknown> | null): unknown => (o?.opentune as { gpus?: unknown } | undefined)?.gpus
   const raw = fromBody(job.extra_body) ?? fromBody(job.extra_fields)
-  if (raw === undefined || raw === null) return { n: config.gpusPerJob, asked: false }
+  // a drafter trains on one device (draft_train.py): the runner's several-per-job default is not for it
+  if (raw === undefined || raw === null) return { n: isSpecDraft(job.method) ? 1 : config.gpusPerJob, asked: false }
   if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 64) {
     return { code: 'invalid_hyperparameters', param: GPUS_PARAM, message: `${GPUS_PARAM} must be an integer from 1 to 64, got ${JSON.stringify(raw)}.` }
+  }
+  if (raw > 1 && isSpecDraft(job.method)) {
+    return { code: 'invalid_hyperparameters', param: GPUS_PARAM, message: `a spec-draft job trains its drafter on one GPU; ${GPUS_PARAM} must be 1, got ${raw}.` }
   }
   return { n: raw, asked: true }
 }

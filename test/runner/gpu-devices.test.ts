@@ -8,7 +8,9 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { GpuPool } from '../../src/runner/gpu-devices.js'
 import { Runner } from '../../src/runner/runner.js'
-import { StopGrace, trainerArgv } from '../../src/runner/trainer-launch.js'
+import { gpusAsked, StopGrace, trainerArgv } from '../../src/runner/trainer-launch.js'
+import type { Config } from '../../src/config.js'
+import type { JobRow } from '../../src/fine-tuning/jobs.store.js'
 import { DIALECTS, makeTestEnv, type TestEnv } from '../helper.js'
 import { get, JOBS, newGate, newJob, waitFor } from './helpers.js'
 
@@ -41,6 +43,18 @@ describe('the GPU pool', () => {
     assert.deepEqual(trainerArgv(ours, 2, '/s.json'), ['py', '-m', 'torch.distributed.run', '--standalone',
       '--nproc_per_node=2', '-m', 'opentune_trainer', 'train', '--spec', '/s.json'])
     assert.deepEqual(trainerArgv(['node', 'fake.mjs'], 2, '/s.json'), ['node', 'fake.mjs', 'train', '--spec', '/s.json'])
+  })
+
+  it('a spec-draft job takes one GPU whatever the runner gives others, and is refused more', () => {
+    const config = { gpusPerJob: 2 } as Config
+    const job = (method: string, extra: Record<string, unknown> | null = null) =>
+      ({ method: { type: method }, extra_body: extra, extra_fields: null }) as unknown as JobRow
+    assert.deepEqual(gpusAsked(job('supervised'), config), { n: 2, asked: false })
+    assert.deepEqual(gpusAsked(job('spec-draft'), config), { n: 1, asked: false })
+    assert.deepEqual(gpusAsked(job('spec-draft', { opentune: { gpus: 1 } }), config), { n: 1, asked: true })
+    const refused = gpusAsked(job('spec-draft', { opentune: { gpus: 2 } }), config)
+    assert.ok('code' in refused && refused.param === 'extra_body.opentune.gpus', JSON.stringify(refused))
+    assert.match(refused.message, /spec-draft job trains its drafter on one GPU/)
   })
 
   it('waits after SIGTERM as long as the trainer says it needs, within bounds', () => {
