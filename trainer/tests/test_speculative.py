@@ -297,6 +297,20 @@ def test_memory_counts_the_drafter_and_its_cache(setup, tmp_path):
     assert len(logs()) == 3
 
 
+def test_memory_pressure_while_admitting_speculative_rows(setup):
+    """Loading a second drafter unloads the first while a request that uses it waits for its
+    prefill (make_room drops everything idle): both rows still decode as without drafters."""
+    target, random_dir, trained = setup
+    ps = prompts(17, [5, 9])
+    want = plain_tokens(target, [req(str(i), target, p, 20) for i, p in enumerate(ps)])
+    eng = engine(target)
+    reqs = [req("0", target, ps[0], 20, draft_path=trained), req("1", target, ps[1], 20, draft_path=random_dir)]
+    out = run(eng, reqs, make_room=lambda n: eng.drop_adapters(1 << 40))
+    for i in range(2):
+        assert out[str(i)]["tokens"] == want[str(i)][0]
+        assert out[str(i)]["done"]["speculative"]["verifies"] > 0
+
+
 def test_bad_drafters_are_model_errors(setup, tmp_path):
     target, random_dir, _ = setup
     eng = engine(target)

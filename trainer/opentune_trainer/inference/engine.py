@@ -84,6 +84,10 @@ class Request:
     accepted: int = 0
 
 
+# a speculative row's step: its drafts, the target's argmax after each prefix, its features there
+Verified = tuple[list[int], list[int], torch.Tensor]
+
+
 class Engine:
     def __init__(self, weights: str, device: torch.device, dtype: torch.dtype, max_batch: int, emit: Callable):
         self.weights, self.device, self.dtype, self.max_batch, self.emit = weights, device, dtype, max_batch, emit
@@ -110,10 +114,8 @@ class Engine:
         self._lora_key: tuple | None = None
         self._lora = NO_LORA
         self.drafters: OrderedDict[str, spec.Drafter] = OrderedDict()  # least recently used first
-        self.draft_cache: KVCache | None = None  # made when a first drafter loads
-        self._verified: dict[
-            int, tuple[list[int], list[int], torch.Tensor]
-        ] = {}  # id(row) → drafts, argmaxes, features
+        self.draft_cache: KVCache | None = None  # the drafters' keys, made at the first speculative step
+        self._verified: dict[int, Verified] = {}  # id(row) → this step's drafts, argmaxes, features
 
     # -- memory ------------------------------------------------------------------------------
     def param_bytes(self) -> int:
@@ -146,7 +148,8 @@ class Engine:
                 if id(a) not in used:
                     freed += a.nbytes()
                     del store[path]
-        if not self.drafters and self.draft_cache is not None and freed < need:
+        idle = not self.drafters and not any(r.draft for r in self.rows)  # no running row's keys in it
+        if idle and self.draft_cache is not None and freed < need:
             freed += self.draft_cache.nbytes()
             self.draft_cache = None
         return freed
@@ -215,22 +218,11 @@ class Engine:
             req.gen.manual_seed(req.seed if req.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         if (req.presence or req.frequency) and self.counts is None:
             self.counts = torch.zeros(self.max_batch, self.cfg.vocab_size, device=self.device)
-        if req.draft_path:  # loaded (and checked) for every row that names it; used by greedy plain rows
-            d = self.drafter(req.draft_path, make_room)
+        if req.draft_path:  # loaded and checked whenever named; it drafts only for greedy rows without
+            d = self.drafter(req.draft_path, make_room)  # penalties or logprobs (the others decode plainly)
             if req.temperature == 0 and not (req.presence or req.frequency) and req.logprobs is None:
                 req.draft, req.steps = d, req.num_speculative_tokens or d.steps
                 req.seq = list(req.prompt)
-                if self.draft_cache is None:
-                    c = self.cfg
-                    self.draft_cache = KVCache(
-                        1,
-                        c.num_key_value_heads,
-                        c.head_dim,
-                        self.max_batch,
-                        c.max_position_embeddings + spec.MAX_STEPS,
-                        self.device,
-                        self.dtype,
-                    )
 
     def _prefill(self, group: list[tuple[Request, int]]) -> dict[int, torch.Tensor]:
         """One padded forward for `group` ((request, cache slot) pairs); emits prompt logprobs and
@@ -381,6 +373,17 @@ class Engine:
         L = self.cfg.num_hidden_layers
         need = max(r.length + k for r, k in zip(rows, ks, strict=True)) + 1
         lengths = [r.length for r in self.rows]
+        if self.draft_cache is None:  # one layer of the target's key/value shape (speculative.load checks)
+            c = self.cfg
+            self.draft_cache = KVCache(
+                1,
+                c.num_key_value_heads,
+                c.head_dim,
+                self.max_batch,
+                c.max_position_embeddings + spec.MAX_STEPS,
+                self.device,
+                self.dtype,
+            )
         # rows past the drafters' cache's slots have no step-0 keys yet: nothing of theirs to keep
         self.draft_cache.ensure(len(self.rows), need + max(ks), lengths[: self.draft_cache.slots])
         by: dict[int, tuple[spec.Drafter, list[int]]] = {}
