@@ -65,8 +65,8 @@ step versions 30 bash -c "nvidia-smi; echo peak_tflops=$PEAK; $PY -c 'import tor
 print(torch.__version__, torch.version.cuda, transformers.__version__, peft.__version__)'; \
 $PY -m opentune_trainer doctor"
 step smoke 90 "$PY" -m pytest -q -x -c trainer/pytest.ini trainer/tests/test_gpu_training.py -k True
-# issue 16: a spec-draft drafter for the tiny model, loaded in vLLM with method eagle3 (where vLLM imports)
-step spec-draft-vllm 90 "$PY" bench/spec_draft_vllm.py "$out/spec-draft"
+# issue 16: a spec-draft drafter for an 8-layer tiny model, in our engine and in vLLM (method eagle3) where it imports
+step spec-draft-serving 120 "$PY" bench/spec_draft_serving.py "$out/spec-draft"
 # 2 ------------------------------------------------------------------------------------------
 base baseline-1b 75 "'llama-1b', 8, 2048, 10, False"
 ours ours-1b 75 "'llama-1b', 8, 2048, 10, False"
