@@ -350,13 +350,18 @@ function trainerSpec (ctx: AppContext, job: JobRow, model: ModelFolders, dir: st
   }
 }
 
-const supervisedSpec = (hp: Hyperparameters) => ({
+// what both methods' optimizers take (AdamW, warmup then decay, clipping: train.py)
+const optimizerSpec = (hp: Hyperparameters | SpecDraftHyperparameters) => ({
   batch_size: hp.batch_size,
   learning_rate: hp.learning_rate,
   n_epochs: hp.n_epochs,
   warmup_ratio: hp.warmup_ratio,
   weight_decay: hp.weight_decay,
   max_grad_norm: hp.max_grad_norm,
+})
+
+const supervisedSpec = (hp: Hyperparameters) => ({
+  ...optimizerSpec(hp),
   lora: hp.lora,
   lora_r: hp.lora_r,
   lora_alpha: hp.lora_alpha,
@@ -365,12 +370,7 @@ const supervisedSpec = (hp: Hyperparameters) => ({
 
 // the drafter's target is model_dir (+ init_adapter, which the trainer merges into it)
 const drafterHyperparameters = (hp: SpecDraftHyperparameters) => ({
-  batch_size: hp.batch_size,
-  learning_rate: hp.learning_rate,
-  n_epochs: hp.n_epochs,
-  warmup_ratio: hp.warmup_ratio,
-  weight_decay: hp.weight_decay,
-  max_grad_norm: hp.max_grad_norm,
+  ...optimizerSpec(hp),
   architecture: hp.architecture,
   num_decoding_heads: hp.num_decoding_heads,
   loss: { type: hp.loss.type },

@@ -114,18 +114,25 @@ def _checked(name: str, v: Any, rules: dict[str, dict] = RULES) -> Any:
     return v
 
 
+def _optimizer(h: dict[str, Any]) -> dict[str, Any]:
+    """What both methods' optimizers take, from checked values (floats as the fingerprint hashes them)."""
+    return {
+        "batch_size": h["batch_size"],
+        "learning_rate": float(h["learning_rate"]),
+        "n_epochs": h["n_epochs"],
+        "warmup_ratio": float(h["warmup_ratio"]),
+        "weight_decay": float(h["weight_decay"]),
+        "max_grad_norm": float(h["max_grad_norm"]),
+    }
+
+
 def parse_hparams(raw: dict | None) -> HParams:
     """Every known key checked (those the data pipeline applied, like packing, too); unknown ones
     are the service's to echo and are ignored here."""
     given = {k: v for k, v in (raw or {}).items() if v is not None}
     h = {k: _checked(k, given.get(k, rule["default"])) for k, rule in RULES.items()}
     return HParams(
-        batch_size=h["batch_size"],
-        learning_rate=float(h["learning_rate"]),
-        n_epochs=h["n_epochs"],
-        warmup_ratio=float(h["warmup_ratio"]),
-        weight_decay=float(h["weight_decay"]),
-        max_grad_norm=float(h["max_grad_norm"]),
+        **_optimizer(h),
         lora=h["lora"],
         lora_r=h["lora_r"],
         # float as before: the resume fingerprint hashes these values
@@ -140,12 +147,7 @@ def parse_draft_hparams(raw: dict | None) -> tuple[HParams, DraftParams]:
     given = {k: v for k, v in (raw or {}).items() if v is not None}
     h = {k: _checked(k, given.get(k, rule["default"]), DRAFT_RULES) for k, rule in DRAFT_RULES.items()}
     hp = HParams(
-        batch_size=h["batch_size"],
-        learning_rate=float(h["learning_rate"]),
-        n_epochs=h["n_epochs"],
-        warmup_ratio=float(h["warmup_ratio"]),
-        weight_decay=float(h["weight_decay"]),
-        max_grad_norm=float(h["max_grad_norm"]),
+        **_optimizer(h),
         lora=False,
         lora_r=0,
         lora_alpha=0.0,
