@@ -164,36 +164,28 @@ class Engine:
 
     # -- requests ----------------------------------------------------------------------------
     def adapter(self, path: str, make_room: Callable[[int], None]) -> Adapter:
-        a = self.adapters.get(path)
-        if a is not None and a.mtime == adapter_mtime(path):
-            self.adapters.move_to_end(path)
-            return a
-        t0 = time.monotonic()
-        a = load_adapter(path, self.model, self.device, self.dtype)
-        make_room(a.nbytes())
-        self.adapters[path] = a
-        self.emit(
-            "log",
-            level="info",
-            message=f"loaded adapter {path} ({a.nbytes() / 1e6:.1f} MB) in {time.monotonic() - t0:.2f} s",
-        )
-        return a
+        return self._loaded("adapter", self.adapters, path, adapter_mtime, load_adapter, make_room)
 
     def drafter(self, path: str, make_room: Callable[[int], None]) -> spec.Drafter:
-        d = self.drafters.get(path)
-        if d is not None and d.mtime == spec.drafter_mtime(path):
-            self.drafters.move_to_end(path)
-            return d
+        return self._loaded("drafter", self.drafters, path, spec.drafter_mtime, spec.load, make_room)
+
+    def _loaded(self, what: str, store: OrderedDict, path: str, mtime: Callable, load: Callable, make_room):
+        """The folder's adapter or drafter, from `store` (least recently used first) unless its
+        files changed since; else loaded against this model, room made for it, and logged."""
+        x = store.get(path)
+        if x is not None and x.mtime == mtime(path):
+            store.move_to_end(path)
+            return x
         t0 = time.monotonic()
-        d = spec.load(path, self.model, self.device, self.dtype)
-        make_room(d.nbytes())
-        self.drafters[path] = d
+        x = load(path, self.model, self.device, self.dtype)
+        make_room(x.nbytes())
+        store[path] = x
         self.emit(
             "log",
             level="info",
-            message=f"loaded drafter {path} ({d.nbytes() / 1e6:.1f} MB) in {time.monotonic() - t0:.2f} s",
+            message=f"loaded {what} {path} ({x.nbytes() / 1e6:.1f} MB) in {time.monotonic() - t0:.2f} s",
         )
-        return d
+        return x
 
     def check(self, req: Request) -> None:
         n = len(req.prompt)
